@@ -193,4 +193,3 @@ func (n *Notification) Headers() map[string]string {
 	}
 	return h
 }
-

@@ -1,0 +1,607 @@
+package apns
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ClientOptions configures a Client: one APNs endpoint, one credential.
+type ClientOptions struct {
+	// Endpoint is the base URL, e.g. "https://api.push.apple.com:443".
+	Endpoint string
+	// RootCAs verifies the endpoint's certificate; nil means the system roots.
+	RootCAs *x509.CertPool
+	// GetClientCertificate supplies the TLS client certificate for
+	// certificate auth. It is called on every new connection, so a
+	// credential swap takes effect on the next connection (see Rotate).
+	// Nil for token auth.
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	// Authorization, when set, returns the value of the authorization header
+	// ("bearer <jwt>") for token auth. It is called for every request.
+	Authorization func() (string, error)
+	// Connections is how many HTTP/2 connections to keep open (default 1).
+	Connections int
+	// PingInterval: a connection that has received nothing for this long
+	// is sent an HTTP/2 PING (default 60s). PingTimeout: how long to wait for
+	// the PING's answer before the connection is declared dead (default 15s).
+	PingInterval, PingTimeout time.Duration
+	// DialTimeout bounds TCP connect plus TLS handshake (default 10s).
+	DialTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between failed connection
+	// attempts (defaults 500ms and 60s); the wait doubles, with jitter.
+	MinBackoff, MaxBackoff time.Duration
+	// DialContext, when set, replaces the TCP dialer (tests).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Logger receives connection events; nil discards them.
+	Logger *slog.Logger
+}
+
+// ErrUnavailable is returned by Send when no usable connection to APNs came
+// up before the request's deadline. The error wraps the last connection error.
+var ErrUnavailable = errors.New("no working connection to APNs")
+
+// ErrClosed is returned by Send after Close.
+var ErrClosed = errors.New("apns client closed")
+
+// ConnError is a failure of the connection carrying a request, before APNs
+// answered it. APNs may or may not have received the notification.
+type ConnError struct{ Err error }
+
+func (e *ConnError) Error() string { return "connection to APNs failed: " + e.Err.Error() }
+func (e *ConnError) Unwrap() error { return e.Err }
+
+// Client sends notifications to one APNs endpoint over a fixed number of
+// persistent HTTP/2 connections. Connections are opened by Start and kept
+// open; a connection that dies is replaced after a backoff. A request only
+// goes out on a connection with a free stream under the server's
+// SETTINGS_MAX_CONCURRENT_STREAMS; otherwise it waits for one, up to its
+// context's deadline.
+//
+// All methods are safe for concurrent use.
+type Client struct {
+	o         ClientOptions
+	base      string // scheme://host:port, no trailing slash
+	addr      string // host:port
+	transport *http.Transport
+	log       *slog.Logger
+
+	mu sync.Mutex
+	// mu guards the fields that follow.
+	conns    []*conn // usable connections, one per slot at most
+	draining []*conn // connections retired by Rotate, closed once idle
+	lastErr  error   // last connection error, for ErrUnavailable and Status
+	lastErrT time.Time
+	closed   bool
+
+	// wakeMu guards wake, which is closed and replaced whenever capacity may
+	// have appeared. It is separate from mu because the connection's state
+	// hook (which broadcasts) runs synchronously inside Reserve.
+	wakeMu sync.Mutex
+	wake   chan struct{}
+
+	next     atomic.Uint64 // round-robin start
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	rotateCh []chan struct{}
+	dials    atomic.Uint64
+}
+
+type conn struct {
+	cc      *http.ClientConn
+	id      uint64
+	since   time.Time
+	dead    chan struct{}
+	deadOne sync.Once
+	// answered is set once any HTTP response arrived on the connection: its
+	// SETTINGS have been applied, and the handshake and credentials are
+	// good, so backoff can reset.
+	answered atomic.Bool
+}
+
+func (c *conn) markDead() { c.deadOne.Do(func() { close(c.dead) }) }
+
+// NewClient checks the options and prepares a client. Call Start to open
+// its connections.
+func NewClient(o ClientOptions) (*Client, error) {
+	u, err := url.Parse(o.Endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: %w", o.Endpoint, err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("endpoint %q: must be https://host[:port]", o.Endpoint)
+	}
+	if u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("endpoint %q: must not have a path", o.Endpoint)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	if o.Connections <= 0 {
+		o.Connections = 1
+	}
+	setDefault(&o.PingInterval, 60*time.Second)
+	setDefault(&o.PingTimeout, 15*time.Second)
+	setDefault(&o.DialTimeout, 10*time.Second)
+	setDefault(&o.MinBackoff, 500*time.Millisecond)
+	setDefault(&o.MaxBackoff, 60*time.Second)
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("endpoint", u.Host)
+
+	tlsConf := &tls.Config{
+		MinVersion:           tls.VersionTLS12,
+		RootCAs:              o.RootCAs,
+		GetClientCertificate: o.GetClientCertificate,
+	}
+	dialer := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		TLSClientConfig:     tlsConf,
+		TLSHandshakeTimeout: o.DialTimeout,
+		DialContext:         dialer.DialContext,
+		ForceAttemptHTTP2:   true,
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: o.PingInterval,
+			PingTimeout:     o.PingTimeout,
+		},
+		Protocols: new(http.Protocols),
+	}
+	if o.DialContext != nil {
+		t.DialContext = o.DialContext
+	}
+	t.Protocols.SetHTTP2(true)
+	c := &Client{
+		o:         o,
+		base:      "https://" + u.Host,
+		addr:      addr,
+		transport: t,
+		log:       log,
+		wake:      make(chan struct{}),
+	}
+	return c, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// Start opens the client's connections in the background and keeps them
+// open until Close. It returns at once; Send waits for a connection.
+func (c *Client) Start() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancel != nil || c.closed {
+		return
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.conns = make([]*conn, c.o.Connections)
+	for i := range c.o.Connections {
+		ch := make(chan struct{}, 1)
+		c.rotateCh = append(c.rotateCh, ch)
+		c.wg.Add(1)
+		go c.keepConnected(i, ch)
+	}
+}
+
+// keepConnected owns slot i: it dials, installs the connection, waits for it
+// to die (or for Rotate), and dials again with backoff.
+func (c *Client) keepConnected(slot int, rotate <-chan struct{}) {
+	defer c.wg.Done()
+	backoff := c.o.MinBackoff
+	for c.ctx.Err() == nil {
+		cn, err := c.dial()
+		if err != nil {
+			c.setErr(err)
+			c.log.Warn("connecting to APNs failed", "slot", slot, "err", err, "retry_in", backoff.Round(time.Millisecond))
+			if !sleepCtx(c.ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(backoff*2, c.o.MaxBackoff)
+			continue
+		}
+		c.log.Debug("connected to APNs", "slot", slot, "conn", cn.id)
+		c.install(slot, cn)
+		rotated := c.watch(cn, rotate)
+		if c.ctx.Err() != nil {
+			return
+		}
+		if rotated {
+			c.log.Info("replacing connection for new credentials", "slot", slot, "conn", cn.id)
+			c.retire(slot, cn)
+			backoff = c.o.MinBackoff
+			continue
+		}
+		c.remove(slot, cn)
+		if cn.answered.Load() || time.Since(cn.since) > time.Minute {
+			backoff = c.o.MinBackoff
+		} else {
+			// Died young without answering anything: typically a
+			// refused client certificate (TLS 1.3 reports it after the
+			// handshake). Do not hammer APNs.
+			c.log.Warn("connection to APNs closed before any answer", "slot", slot, "conn", cn.id, "retry_in", backoff.Round(time.Millisecond))
+			if !sleepCtx(c.ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(backoff*2, c.o.MaxBackoff)
+		}
+	}
+}
+
+// watch blocks until cn is dead or unusable (GOAWAY), the client closes, or
+// Rotate asks for a new connection. It reports whether Rotate asked.
+func (c *Client) watch(cn *conn, rotate <-chan struct{}) bool {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	unusableSince := time.Time{}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return false
+		case <-cn.dead:
+			return false
+		case <-rotate:
+			return true
+		case <-tick.C:
+			if cn.cc.Err() != nil {
+				return false
+			}
+			// After GOAWAY a connection takes no new streams but stays
+			// open while its streams finish. Replace it once it is idle.
+			if cn.cc.Available() == 0 && cn.cc.InFlight() == 0 {
+				if unusableSince.IsZero() {
+					unusableSince = time.Now()
+				} else if time.Since(unusableSince) >= 2*time.Second {
+					c.log.Info("connection no longer takes requests (GOAWAY?); replacing it", "conn", cn.id)
+					return false
+				}
+			} else {
+				unusableSince = time.Time{}
+			}
+		}
+	}
+}
+
+func (c *Client) dial() (*conn, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.o.DialTimeout)
+	defer cancel()
+	cc, err := c.transport.NewClientConn(ctx, "https", c.addr)
+	if err != nil {
+		return nil, err
+	}
+	cn := &conn{cc: cc, id: c.dials.Add(1), since: time.Now(), dead: make(chan struct{})}
+	cc.SetStateHook(func(cc *http.ClientConn) {
+		if cc.Err() != nil {
+			cn.markDead()
+		}
+		c.broadcast()
+	})
+	return cn, nil
+}
+
+func (c *Client) install(slot int, cn *conn) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		cn.cc.Close()
+		return
+	}
+	c.conns[slot] = cn
+	c.lastErr = nil
+	c.mu.Unlock()
+	c.broadcast()
+}
+
+func (c *Client) remove(slot int, cn *conn) {
+	c.mu.Lock()
+	if c.conns[slot] == cn {
+		c.conns[slot] = nil
+	}
+	c.mu.Unlock()
+	cn.cc.Close()
+	c.broadcast()
+}
+
+// retire takes cn out of service for new requests and closes it once the
+// requests on it have finished.
+func (c *Client) retire(slot int, cn *conn) {
+	c.mu.Lock()
+	if c.conns[slot] == cn {
+		c.conns[slot] = nil
+	}
+	c.draining = append(c.draining, cn)
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for cn.cc.InFlight() > 0 && cn.cc.Err() == nil {
+			select {
+			case <-tick.C:
+			case <-cn.dead:
+			case <-c.ctx.Done():
+			}
+			if c.ctx.Err() != nil {
+				break
+			}
+		}
+		cn.cc.Close()
+		c.mu.Lock()
+		for i, d := range c.draining {
+			if d == cn {
+				c.draining = append(c.draining[:i], c.draining[i+1:]...)
+				break
+			}
+		}
+		c.mu.Unlock()
+	}()
+}
+
+func (c *Client) setErr(err error) {
+	c.mu.Lock()
+	c.lastErr = err
+	c.lastErrT = time.Now()
+	c.mu.Unlock()
+}
+
+// broadcast wakes every Send waiting for capacity.
+func (c *Client) broadcast() {
+	c.wakeMu.Lock()
+	close(c.wake)
+	c.wake = make(chan struct{})
+	c.wakeMu.Unlock()
+}
+
+// wakeChan returns the channel the next broadcast closes. Take it before
+// looking for capacity, so that no broadcast in between is missed.
+func (c *Client) wakeChan() <-chan struct{} {
+	c.wakeMu.Lock()
+	defer c.wakeMu.Unlock()
+	return c.wake
+}
+
+// Rotate moves new requests onto fresh connections: each slot dials a new
+// connection (which fetches the client certificate again), and the old one
+// is closed once its in-flight requests finish. Use it after swapping
+// credentials.
+func (c *Client) Rotate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ch := range c.rotateCh {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// reserve finds a connection with a free stream and reserves it.
+func (c *Client) reserve(ctx context.Context) (*conn, error) {
+	for {
+		wake := c.wakeChan()
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		n := uint64(len(c.conns))
+		start := c.next.Add(1)
+		var picked *conn
+		for i := range n {
+			cn := c.conns[(start+i)%n]
+			if cn == nil {
+				continue
+			}
+			// Until a connection has answered once, it carries one
+			// stream at a time: the server's SETTINGS (its real stream
+			// limit) are only known once it answers, and with token auth
+			// APNs allows one stream until a valid token went through.
+			if !cn.answered.Load() && cn.cc.InFlight() > 0 {
+				continue
+			}
+			if cn.cc.Reserve() == nil {
+				picked = cn
+				break
+			}
+		}
+		up := 0
+		for _, cn := range c.conns {
+			if cn != nil {
+				up++
+			}
+		}
+		lastErr := c.lastErr
+		c.mu.Unlock()
+		if picked != nil {
+			return picked, nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			if up == 0 {
+				if lastErr != nil {
+					return nil, fmt.Errorf("%w: %w", ErrUnavailable, lastErr)
+				}
+				return nil, fmt.Errorf("%w: still connecting", ErrUnavailable)
+			}
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Send delivers n and returns APNs' answer. An error means there is no
+// answer: ErrUnavailable (no connection came up before ctx's deadline),
+// a *ConnError (the connection failed mid-request), ctx's error, or
+// ErrClosed. Send does not validate n; call n.Validate first.
+func (c *Client) Send(ctx context.Context, n *Notification) (*Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/3/device/"+n.DeviceToken, bytes.NewReader(n.Payload))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range n.Headers() {
+		req.Header[k] = []string{v}
+	}
+	req.Header["content-type"] = []string{"application/json"}
+	if c.o.Authorization != nil {
+		auth, err := c.o.Authorization()
+		if err != nil {
+			return nil, err
+		}
+		req.Header["authorization"] = []string{auth}
+	}
+	cn, err := c.reserve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := cn.cc.RoundTrip(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &ConnError{Err: err}
+	}
+	defer res.Body.Close()
+	cn.answered.Store(true)
+	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &ConnError{Err: err}
+	}
+	r := &Response{StatusCode: res.StatusCode, ApnsID: res.Header.Get("apns-id")}
+	if res.StatusCode != http.StatusOK && len(body) > 0 {
+		var eb struct {
+			Reason    string          `json:"reason"`
+			Timestamp json.RawMessage `json:"timestamp"`
+		}
+		if err := json.Unmarshal(body, &eb); err == nil {
+			r.Reason = eb.Reason
+			r.Timestamp = parseTimestamp(eb.Timestamp)
+		}
+	}
+	return r, nil
+}
+
+// parseTimestamp reads APNs' "timestamp", a number of milliseconds; it has
+// been seen as both a JSON number and a string.
+func parseTimestamp(raw json.RawMessage) int64 {
+	if len(raw) == 0 {
+		return 0
+	}
+	var n json.Number
+	dec := json.NewDecoder(bytes.NewReader(bytes.Trim(raw, `"`)))
+	dec.UseNumber()
+	if err := dec.Decode(&n); err != nil {
+		return 0
+	}
+	if i, err := n.Int64(); err == nil {
+		return i
+	}
+	if f, err := n.Float64(); err == nil {
+		return int64(f)
+	}
+	return 0
+}
+
+// ClientStatus is a snapshot of a client's connections.
+type ClientStatus struct {
+	Endpoint    string    `json:"endpoint"`
+	Connections int       `json:"connections"` // up and taking requests
+	Target      int       `json:"target"`
+	Draining    int       `json:"draining,omitempty"`
+	InFlight    int       `json:"in_flight"`
+	Dials       uint64    `json:"dials"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// State summarises Connections/Target as "up", "degraded" or "down".
+func (s ClientStatus) State() string {
+	switch {
+	case s.Connections == 0:
+		return "down"
+	case s.Connections < s.Target:
+		return "degraded"
+	}
+	return "up"
+}
+
+// Status reports the client's connection state.
+func (c *Client) Status() ClientStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := ClientStatus{Endpoint: c.base, Target: c.o.Connections, Draining: len(c.draining), Dials: c.dials.Load()}
+	for _, cn := range c.conns {
+		if cn != nil && cn.cc.Err() == nil {
+			s.Connections++
+			s.InFlight += cn.cc.InFlight()
+		}
+	}
+	for _, cn := range c.draining {
+		s.InFlight += cn.cc.InFlight()
+	}
+	if c.lastErr != nil {
+		s.LastError = c.lastErr.Error()
+		s.LastErrorAt = c.lastErrT
+	}
+	return s
+}
+
+// Close closes every connection at once; requests in flight fail. Callers
+// that want a graceful end wait for their Sends to return first.
+func (c *Client) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	conns := append(append([]*conn{}, c.conns...), c.draining...)
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	for _, cn := range conns {
+		if cn != nil {
+			cn.cc.Close()
+		}
+	}
+	c.broadcast()
+	c.wg.Wait()
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

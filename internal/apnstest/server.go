@@ -1,0 +1,414 @@
+package apnstest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apnsd/apnsd/internal/pki"
+)
+
+// Options configures a [Server]. The zero value is a certificate-less
+// (token-mode) server on a random loopback port that accepts any bearer token.
+type Options struct {
+	// CA issues the server's TLS certificate (for localhost, 127.0.0.1 and
+	// ::1). nil: New makes a fresh CA.
+	CA *pki.CA
+	// ClientCAs, when set, makes the server require a client certificate
+	// that chains to one of these CAs (certificate-based authentication, as
+	// with Apple push certificates). nil: no client certificate is asked for
+	// and every request must carry a provider token (token-based
+	// authentication).
+	ClientCAs *x509.CertPool
+	// MaxConcurrentStreams is the SETTINGS_MAX_CONCURRENT_STREAMS the server
+	// advertises (and enforces) on each connection. 0 means 1000.
+	MaxConcurrentStreams uint32
+	// Addr is the address to listen on; default "127.0.0.1:0".
+	Addr string
+	// Logger receives one debug line per request and errors; nil discards.
+	Logger *slog.Logger
+
+	// VerifyToken, in token mode, checks the JWT taken from the
+	// "authorization: bearer <jwt>" header. It returns "" to accept the
+	// token or an APNs reason (such as apns.ReasonInvalidProviderToken or
+	// apns.ReasonExpiredProviderToken) to refuse the request; the status is
+	// the one Apple sends with that reason (403 if the reason is unknown).
+	// nil: if TokenKeys is set, tokens are verified against it with
+	// [ES256Verifier]; otherwise any non-empty token is accepted.
+	VerifyToken func(jwt string) (reason string)
+	// TokenKeys maps key ids ("kid") to the public halves of .p8 keys; used
+	// only when VerifyToken is nil. See [ES256Verifier].
+	TokenKeys map[string]*ecdsa.PublicKey
+}
+
+// Responder decides the answer to a request that passed validation. It is
+// called concurrently from many goroutines.
+type Responder func(r *Request) Reply
+
+// Request is one request as the server received it.
+type Request struct {
+	Method, Path, DeviceToken string
+	// Topic is the effective topic: the apns-topic header, or the client
+	// certificate's bundle id (subject UID) when the header was left out.
+	Topic  string
+	Header http.Header
+	Body   []byte
+	// ClientCert is the leaf certificate presented on the TLS connection;
+	// nil in token mode.
+	ClientCert *x509.Certificate
+	// ConnID identifies the TLS connection that carried the request: 1, 2,
+	// 3… in the order connections became ready for HTTP/2 (TLS handshake and
+	// HTTP/2 preface done). IDs are never reused, not even after Reset.
+	ConnID uint64
+	// ApnsID is the apns-id answered: the request's own if it sent a valid
+	// one, otherwise one the server made up.
+	ApnsID   string
+	Received time.Time
+}
+
+// Reply is the answer to give to a request.
+type Reply struct {
+	// Status is the HTTP status; 0 means 200.
+	Status int
+	// Reason is sent as {"reason": ...} in the JSON body of a non-200 answer.
+	Reason string
+	// Timestamp, if not 0, is sent as "timestamp" (milliseconds since the
+	// epoch) in the JSON body, as Apple does with 410.
+	Timestamp int64
+	// Delay is how long to wait before answering. If the request is
+	// cancelled (the client resets the stream or the connection goes away)
+	// the wait ends and nothing is answered.
+	Delay time.Duration
+}
+
+// Always returns a Responder that answers every valid request with status
+// and reason. A 410 answer gets Timestamp = the time of the request (ms since
+// the epoch), as Apple always sends one with 410.
+func Always(status int, reason string) Responder {
+	return func(r *Request) Reply {
+		rep := Reply{Status: status, Reason: reason}
+		if status == http.StatusGone {
+			rep.Timestamp = r.Received.UnixMilli()
+		}
+		return rep
+	}
+}
+
+// DemoResponder answers by the device token's first four hex digits; see the
+// table in the package documentation.
+func DemoResponder(r *Request) Reply {
+	p := r.DeviceToken
+	if len(p) > 4 {
+		p = p[:4]
+	}
+	switch p {
+	case "0410":
+		return Reply{Status: 410, Reason: "Unregistered", Timestamp: time.Now().UnixMilli()}
+	case "0400":
+		return Reply{Status: 400, Reason: "BadDeviceToken"}
+	case "0403":
+		return Reply{Status: 403, Reason: "Forbidden"}
+	case "0413":
+		return Reply{Status: 413, Reason: "PayloadTooLarge"}
+	case "0429":
+		return Reply{Status: 429, Reason: "TooManyRequests"}
+	case "0500":
+		return Reply{Status: 500, Reason: "InternalServerError"}
+	case "0503":
+		return Reply{Status: 503, Reason: "ServiceUnavailable"}
+	}
+	return Reply{Status: 200}
+}
+
+// connInfo is what the server knows about one connection.
+type connInfo struct {
+	conn     net.Conn
+	id       uint64 // 0 until the connection is ready for HTTP/2
+	inFlight atomic.Int64
+}
+
+type connKey struct{}
+
+// Server is a running APNs stand-in. Create it with [New]; all methods are
+// safe for concurrent use.
+type Server struct {
+	// URL is the base URL to send to, "https://127.0.0.1:PORT".
+	URL string
+	// CA issued the server's certificate (Options.CA, or the one New made).
+	CA *pki.CA
+
+	opts      Options
+	srv       *http.Server
+	ln        net.Listener
+	log       *slog.Logger
+	verify    func(string) string
+	responder atomic.Pointer[Responder]
+	baseCtx   context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	served    chan struct{}
+
+	mu            sync.Mutex
+	conns         map[net.Conn]*connInfo
+	nextConnID    uint64
+	connections   int
+	requests      []Request
+	count         int
+	accepted      int
+	maxConcurrent int
+}
+
+// New starts a server; it is listening and serving when New returns.
+func New(o Options) (*Server, error) {
+	ca := o.CA
+	if ca == nil {
+		var err error
+		if ca, err = pki.NewCA("apnstest CA"); err != nil {
+			return nil, fmt.Errorf("apnstest: making a CA: %w", err)
+		}
+	}
+	issued, err := ca.ServerCert()
+	if err != nil {
+		return nil, fmt.Errorf("apnstest: issuing the server certificate: %w", err)
+	}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	if o.MaxConcurrentStreams == 0 {
+		o.MaxConcurrentStreams = 1000
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		CA:     ca,
+		opts:   o,
+		log:    log,
+		conns:  map[net.Conn]*connInfo{},
+		served: make(chan struct{}),
+		verify: o.VerifyToken,
+	}
+	if s.verify == nil && o.TokenKeys != nil {
+		s.verify = ES256Verifier(o.TokenKeys)
+	}
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+
+	tlsCfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{issued.TLSCertificate()},
+	}
+	if o.ClientCAs != nil {
+		tlsCfg.ClientCAs = o.ClientCAs
+		tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	s.srv = &http.Server{
+		Handler:           s,
+		TLSConfig:         tlsCfg,
+		Protocols:         &protos,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: int(o.MaxConcurrentStreams)},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
+		ConnContext:       s.connContext,
+		ConnState:         s.connState,
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("apnstest: %w", err)
+	}
+	s.ln = ln
+	s.URL = "https://" + ln.Addr().String()
+	go func() {
+		defer close(s.served)
+		if err := s.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("apnstest: serve", "err", err)
+		}
+	}()
+	s.log.Debug("apnstest: listening", "url", s.URL, "cert_auth", o.ClientCAs != nil,
+		"max_concurrent_streams", o.MaxConcurrentStreams)
+	return s, nil
+}
+
+func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
+	ci := &connInfo{conn: c}
+	s.mu.Lock()
+	s.conns[c] = ci
+	s.mu.Unlock()
+	return context.WithValue(ctx, connKey{}, ci)
+}
+
+// connState numbers a connection when it first leaves StateNew: for
+// HTTP/2 that happens once the TLS handshake succeeded and the client's
+// preface was read, before any request on it is handled.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ci := s.conns[c]
+	if ci == nil {
+		return
+	}
+	switch st {
+	case http.StateActive, http.StateIdle:
+		s.numberLocked(ci)
+	case http.StateClosed, http.StateHijacked:
+		delete(s.conns, c)
+	}
+}
+
+func (s *Server) numberLocked(ci *connInfo) {
+	if ci.id == 0 {
+		s.nextConnID++
+		ci.id = s.nextConnID
+		s.connections++
+	}
+}
+
+// RootCAs returns the pool a client must trust to accept the server's
+// certificate.
+func (s *Server) RootCAs() *x509.CertPool { return s.CA.Pool() }
+
+// CACertPEM returns the CA certificate (PEM) a client must trust.
+func (s *Server) CACertPEM() []byte { return append([]byte(nil), s.CA.CertPEM...) }
+
+// Addr returns the address the server listens on ("127.0.0.1:PORT").
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// SetResponder sets what valid requests are answered; nil restores the
+// default (200 for everything valid).
+func (s *Server) SetResponder(f Responder) {
+	if f == nil {
+		s.responder.Store(nil)
+		return
+	}
+	s.responder.Store(&f)
+}
+
+// Requests returns a copy of every request that passed validation, in the
+// order they arrived.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Request, len(s.requests))
+	copy(out, s.requests)
+	return out
+}
+
+// Count returns how many requests were received, valid or not.
+func (s *Server) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count
+}
+
+// Accepted returns how many requests were answered 200.
+func (s *Server) Accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accepted
+}
+
+// Connections returns how many connections were accepted so far (counting
+// only those whose TLS handshake and HTTP/2 preface succeeded).
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connections
+}
+
+// OpenConnections returns how many connections are open right now.
+func (s *Server) OpenConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, ci := range s.conns {
+		if ci.id != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// MaxConcurrent returns the highest number of requests seen in flight at
+// once on any one connection.
+func (s *Server) MaxConcurrent() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxConcurrent
+}
+
+// Reset clears the recorded requests and every counter. Connection IDs keep
+// counting up.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests = nil
+	s.count, s.accepted, s.connections, s.maxConcurrent = 0, 0, 0, 0
+}
+
+// DropConnections closes every open connection abruptly (no GOAWAY), as a
+// network failure would. The server keeps listening.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	conns := make([]net.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// Close stops the server: it stops listening, cancels requests being
+// delayed and closes every connection. It waits for the serving goroutine.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.srv.Close()
+		<-s.served
+	})
+}
+
+// Client returns an HTTP/2-only client that trusts the server and presents
+// certs (if any) as its client certificate. It is a convenience for tests.
+func (s *Server) Client(certs ...tls.Certificate) *http.Client {
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	return &http.Client{
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{
+				RootCAs:      s.RootCAs(),
+				Certificates: certs,
+				MinVersion:   tls.VersionTLS12,
+			},
+			Protocols:         &protos,
+			ForceAttemptHTTP2: true,
+		},
+		Timeout: 30 * time.Second,
+	}
+}
+
+// newUUID returns a random (version 4) UUID in canonical lowercase form.
+func newUUID() string {
+	var b [16]byte
+	if _, err := io.ReadFull(rand.Reader, b[:]); err != nil {
+		panic(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

@@ -1,0 +1,156 @@
+package daemon
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/apnsd/apnsd/internal/apnstest"
+	"github.com/apnsd/apnsd/internal/config"
+	"github.com/apnsd/apnsd/internal/pki"
+)
+
+// DemoApp and DemoTopic name the app the demo configures.
+const (
+	DemoApp   = "demo"
+	DemoTopic = "com.example.demo"
+)
+
+// Demo is a self-contained setup for trying apnsd without an Apple account:
+// two local APNs stand-ins (sandbox and production), throwaway credentials
+// for each, and a config file pointing at them, all in a temporary
+// directory.
+type Demo struct {
+	Dir        string
+	ConfigPath string
+	Sandbox    *apnstest.Server
+	Production *apnstest.Server
+}
+
+// NewDemo builds the demo setup. socket is the socket path to configure
+// ("" = apnsd.sock in the demo directory).
+func NewDemo(socket string) (*Demo, error) {
+	dir, err := os.MkdirTemp("", "apnsd-demo-")
+	if err != nil {
+		return nil, err
+	}
+	d := &Demo{Dir: dir}
+	if err := d.setup(socket); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Demo) setup(socket string) error {
+	// Apple's servers and Apple's push certificates chain to different
+	// authorities; the demo mirrors that.
+	serverCA, err := pki.NewCA("apnsd demo server CA")
+	if err != nil {
+		return err
+	}
+	clientCA, err := pki.NewCA("apnsd demo push certificate CA")
+	if err != nil {
+		return err
+	}
+	for _, prod := range []bool{false, true} {
+		s, err := apnstest.New(apnstest.Options{CA: serverCA, ClientCAs: clientCA.Pool()})
+		if err != nil {
+			return err
+		}
+		s.SetResponder(apnstest.DemoResponder)
+		cert, err := clientCA.PushCert(pki.PushCertOptions{Topic: DemoTopic, Production: prod})
+		if err != nil {
+			return err
+		}
+		if prod {
+			d.Production = s
+			// The combined form: certificate and key in one PEM file.
+			err = cert.WriteFiles(filepath.Join(d.Dir, "production.pem"), "")
+		} else {
+			d.Sandbox = s
+			// The form Keychain export + openssl gives: two files.
+			err = cert.WriteFiles(filepath.Join(d.Dir, "sandbox-cert.pem"), filepath.Join(d.Dir, "sandbox-key.pem"))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d.Dir, "stand-in-ca.pem"), serverCA.CertPEM, 0o644); err != nil {
+		return err
+	}
+	if socket == "" {
+		socket = filepath.Join(d.Dir, "apnsd.sock")
+	}
+	d.ConfigPath = filepath.Join(d.Dir, "apnsd.toml")
+	conf := fmt.Sprintf(`# Written by apnsd -demo: throwaway credentials and local APNs stand-ins.
+request_timeout = "10s"
+shutdown_timeout = "5s"
+
+[socket]
+path = %q
+mode = "0600"
+
+[[apps]]
+name = %q
+topic = %q
+default_env = "sandbox"
+
+  [apps.sandbox]
+  cert_file = "sandbox-cert.pem"
+  key_file = "sandbox-key.pem"
+  endpoint = %q
+  ca_file = "stand-in-ca.pem"
+
+  [apps.production]
+  cert_file = "production.pem"
+  endpoint = %q
+  ca_file = "stand-in-ca.pem"
+`, socket, DemoApp, DemoTopic, d.Sandbox.URL, d.Production.URL)
+	return os.WriteFile(d.ConfigPath, []byte(conf), 0o644)
+}
+
+// Close stops the stand-ins and removes the demo directory.
+func (d *Demo) Close() {
+	if d.Sandbox != nil {
+		d.Sandbox.Close()
+	}
+	if d.Production != nil {
+		d.Production.Close()
+	}
+	os.RemoveAll(d.Dir)
+}
+
+// demoConfig sets up the demo and prints how to use it.
+func demoConfig(socket string, out io.Writer) (*config.Config, func(), error) {
+	d, err := NewDemo(socket)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := config.Load(d.ConfigPath)
+	if err != nil {
+		d.Close()
+		return nil, nil, err
+	}
+	sock := cfg.Socket.Path
+	fmt.Fprintf(out, `apnsd demo: two local APNs stand-ins with throwaway credentials (no Apple account used)
+  sandbox stand-in:    %s
+  production stand-in: %s
+  config:              %s
+  socket:              %s
+
+Try, from another terminal in this repository:
+  go run ./cmd/apnsctl -socket %s send -token a1b2c3d4e5f60718 -alert 'Hello from apnsd'
+  go run ./cmd/apnsctl -socket %s send -env production -token 0410aabbccdd -alert 'gone?'
+  go run ./cmd/apnsctl -socket %s status
+or with socat:
+  echo '{"id":1,"token":"<a1b2c3d4 e5f60718>","alert":"hi"}' | socat - UNIX-CONNECT:%s
+
+The stand-ins answer by the token's first 4 hex digits: 0410 → 410 Unregistered,
+0400 → 400 BadDeviceToken, 0403 → 403 Forbidden, 0413 → 413, 0429 → 429,
+0500 → 500, 0503 → 503; any other token → 200. Ctrl-C stops.
+
+`, d.Sandbox.URL, d.Production.URL, d.ConfigPath, sock, sock, sock, sock, sock)
+	return cfg, d.Close, nil
+}

@@ -1,0 +1,376 @@
+package ipc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+var errTooManyFiles = syscall.EMFILE
+
+// Backend is what the server needs from the daemon. Its methods are called
+// concurrently.
+type Backend interface {
+	// Submit accepts a send. If it returns a nil *Error, the channel delivers
+	// exactly one response later (APNs' answer or a refusal); the backend
+	// guarantees that, even across reloads and shutdown.
+	Submit(r *SendRequest) (<-chan *Response, *Error)
+	// Status reports the daemon's state.
+	Status() *StatusReport
+	// Reload re-reads credentials and config. A non-nil error means the
+	// reload failed and the previous state is still in use.
+	Reload(ctx context.Context) (*ReloadReport, error)
+}
+
+// Defaults for Server fields left zero.
+const (
+	DefaultMaxLineBytes = 64 << 10
+	DefaultMaxPending   = 1024
+)
+
+// Server speaks the line protocol on one or more listeners. Set the fields,
+// then call Serve. Each connection is read by one goroutine and written by
+// another; requests on it run concurrently and are answered in order.
+type Server struct {
+	Backend Backend
+	Version string
+	// MaxLineBytes caps one request line; longer lines are answered
+	// line_too_long and skipped.
+	MaxLineBytes int
+	// MaxPending caps the requests read from one connection but not yet
+	// answered; beyond it the server stops reading that connection until
+	// answers go out (backpressure).
+	MaxPending int
+	// Authorize, if set, vets each new connection; a refusal is written as
+	// one error line and the connection is closed.
+	Authorize func(net.Conn) *Error
+	Logger    *slog.Logger
+
+	mu sync.Mutex
+	// mu guards the fields that follow.
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	stopping  bool
+
+	wg sync.WaitGroup // one per connection
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// Serve accepts connections on l until StopAccepting or Close. It returns
+// nil when stopped that way, and the accept error otherwise.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	var tempDelay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			stopping := s.stopping
+			s.mu.Unlock()
+			if stopping {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				s.log().Warn("accept failed; retrying", "err", err, "retry_in", tempDelay)
+				time.Sleep(tempDelay)
+				continue
+			}
+			return err
+		}
+		tempDelay = 0
+		s.mu.Lock()
+		if s.stopping {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		if s.conns == nil {
+			s.conns = map[net.Conn]struct{}{}
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c)
+	}
+}
+
+// StopAccepting closes the listeners; open connections keep being served.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping = true
+	for l := range s.listeners {
+		l.Close()
+	}
+}
+
+// CloseConns stops reading every connection, lets each write the answers it
+// owes, and closes it. Connections still busy when ctx ends are closed at
+// once. Call it after the backend has answered everything it accepted.
+func (s *Server) CloseConns(ctx context.Context) error {
+	s.StopAccepting()
+	s.mu.Lock()
+	for c := range s.conns {
+		closeRead(c)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func closeRead(c net.Conn) {
+	if cr, ok := c.(interface{ CloseRead() error }); ok {
+		cr.CloseRead()
+		return
+	}
+	c.SetReadDeadline(time.Now())
+}
+
+func (s *Server) serveConn(c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+	}()
+	if s.Authorize != nil {
+		if e := s.Authorize(c); e != nil {
+			b, _ := json.Marshal(ErrorResponse(e))
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write(append(b, '\n'))
+			return
+		}
+	}
+	maxLine := s.MaxLineBytes
+	if maxLine <= 0 {
+		maxLine = DefaultMaxLineBytes
+	}
+	maxPending := s.MaxPending
+	if maxPending <= 0 {
+		maxPending = DefaultMaxPending
+	}
+	order := make(chan chan *Response, maxPending)
+	writerDone := make(chan struct{})
+	go s.writeLoop(c, order, writerDone)
+
+	br := bufio.NewReaderSize(c, 16<<10)
+	for {
+		line, tooLong, err := readLine(br, maxLine)
+		if tooLong {
+			slot := make(chan *Response, 1)
+			order <- slot
+			slot <- ErrorResponse(Errorf(CodeLineTooLong, false, "request line is longer than %d bytes", maxLine))
+		} else if len(bytes.TrimSpace(line)) > 0 {
+			slot := make(chan *Response, 1)
+			order <- slot
+			s.handleLine(line, slot)
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
+				s.log().Debug("client connection read failed", "err", err)
+			}
+			break
+		}
+	}
+	close(order)
+	<-writerDone
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// writeLoop writes the answers in request order. It flushes whenever the
+// next answer is not ready yet, so a pipelining client sees answers as soon
+// as they are in order. After a write error it keeps draining (answers are
+// then lost with the connection, as the client is gone).
+func (s *Server) writeLoop(c net.Conn, order <-chan chan *Response, done chan<- struct{}) {
+	defer close(done)
+	bw := bufio.NewWriterSize(c, 16<<10)
+	var werr error
+	for slot := range order {
+		var r *Response
+		select {
+		case r = <-slot:
+		default:
+			if werr == nil {
+				werr = bw.Flush()
+			}
+			r = <-slot
+		}
+		if werr != nil {
+			continue
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			b, _ = json.Marshal(ErrorResponse(Errorf(CodeInternal, false, "encoding response: %v", err)))
+		}
+		b = append(b, '\n')
+		if _, werr = bw.Write(b); werr != nil {
+			s.log().Debug("client connection write failed", "err", werr)
+			c.Close() // unblock the reader
+			continue
+		}
+		if len(order) == 0 {
+			werr = bw.Flush()
+		}
+	}
+	if werr == nil {
+		bw.Flush()
+	}
+}
+
+// readLine reads one '\n'-terminated line (without "\n" or "\r\n"). A line
+// longer than max is consumed to its end and reported with tooLong; its
+// bytes are not kept. err is set at the end of input; line may still hold a
+// last unterminated line.
+func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) {
+	for {
+		frag, e := br.ReadSlice('\n')
+		if !tooLong {
+			if len(line)+len(frag) > max+2 {
+				tooLong = true
+				line = nil
+			} else {
+				line = append(line, frag...)
+			}
+		}
+		if e == bufio.ErrBufferFull {
+			continue
+		}
+		err = e
+		break
+	}
+	if tooLong {
+		return nil, true, err
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if len(line) > max {
+		return nil, true, err
+	}
+	return line, false, err
+}
+
+// handler runs one op; it may block. ops is the table of operations.
+type handler func(s *Server, req *Request) *Response
+
+var ops = map[string]handler{
+	"send":   (*Server).opSend,
+	"ping":   (*Server).opPing,
+	"status": (*Server).opStatus,
+	"reload": (*Server).opReload,
+}
+
+// handleLine decodes line and arranges for exactly one response on slot.
+func (s *Server) handleLine(line []byte, slot chan<- *Response) {
+	req, derr := DecodeRequest(line)
+	if derr != nil {
+		r := ErrorResponse(derr)
+		if req != nil {
+			r.ID = req.ID
+		}
+		slot <- r
+		return
+	}
+	op := req.Op
+	if op == "" {
+		op = "send"
+	}
+	h, ok := ops[op]
+	if !ok {
+		r := ErrorResponse(Errorf(CodeUnknownOp, false, "unknown op %q (known: send, ping, status, reload)", req.Op))
+		r.ID = req.ID
+		slot <- r
+		return
+	}
+	if op == "ping" {
+		r := h(s, req)
+		r.ID = req.ID
+		slot <- r
+		return
+	}
+	go func() {
+		r := h(s, req)
+		r.ID = req.ID
+		slot <- r
+	}()
+}
+
+func (s *Server) opPing(*Request) *Response {
+	return &Response{OK: true, Pong: true, Version: s.Version}
+}
+
+func (s *Server) opStatus(*Request) *Response {
+	return &Response{OK: true, Version: s.Version, StatusReport: s.Backend.Status()}
+}
+
+func (s *Server) opReload(*Request) *Response {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := s.Backend.Reload(ctx)
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			e = Errorf(CodeReloadFailed, false, "%v", err)
+		}
+		r := ErrorResponse(e)
+		r.ReloadReport = rep
+		return r
+	}
+	return &Response{OK: true, ReloadReport: rep}
+}
+
+func (s *Server) opSend(req *Request) *Response {
+	sr, e := req.SendRequest()
+	if e != nil {
+		return ErrorResponse(e)
+	}
+	ch, e := s.Backend.Submit(sr)
+	if e != nil {
+		return ErrorResponse(e)
+	}
+	if !sr.Wait {
+		return &Response{OK: true, Queued: true}
+	}
+	return <-ch
+}

@@ -1,0 +1,63 @@
+package ipc
+
+import "time"
+
+// StatusReport is the body of a "status" answer.
+type StatusReport struct {
+	Started       time.Time   `json:"started"`
+	UptimeSeconds int64       `json:"uptime_s"`
+	Socket        string      `json:"socket,omitempty"`
+	Config        string      `json:"config,omitempty"`
+	Queue         QueueStatus `json:"queue"`
+	Apps          []AppStatus `json:"apps"`
+}
+
+// QueueStatus counts notifications daemon-wide.
+type QueueStatus struct {
+	Depth    int    `json:"depth"`     // accepted, not yet on the wire
+	InFlight int    `json:"in_flight"` // sent to APNs, answer pending
+	Capacity int    `json:"capacity"`
+	Sent     uint64 `json:"sent"`   // APNs answered 200
+	Failed   uint64 `json:"failed"` // APNs refused, or could not be delivered
+	Refused  uint64 `json:"refused"`
+}
+
+// AppStatus describes one configured app.
+type AppStatus struct {
+	Name       string      `json:"name"`
+	Topic      string      `json:"topic"`
+	DefaultEnv string      `json:"default_env"`
+	Envs       []EnvStatus `json:"envs"`
+}
+
+// EnvStatus describes one app's connection to one APNs environment.
+type EnvStatus struct {
+	Env         string `json:"env"`
+	Endpoint    string `json:"endpoint"`
+	State       string `json:"state"` // up, degraded, down
+	Connections int    `json:"connections"`
+	Target      int    `json:"target"`
+	InFlight    int    `json:"in_flight"`
+	LastConnErr string `json:"last_connection_error,omitempty"`
+
+	Auth        string    `json:"auth"` // certificate or token
+	CertSubject string    `json:"cert_subject,omitempty"`
+	NotAfter    time.Time `json:"not_after,omitzero"`
+	DaysLeft    *int      `json:"days_left,omitempty"`
+	KeyID       string    `json:"key_id,omitempty"`
+	TeamID      string    `json:"team_id,omitempty"`
+	Files       []string  `json:"files,omitempty"`
+	LoadedAt    time.Time `json:"loaded_at,omitzero"`
+
+	LastReloadError   string    `json:"last_reload_error,omitempty"`
+	LastReloadErrorAt time.Time `json:"last_reload_error_at,omitzero"`
+
+	Sent   uint64 `json:"sent"`
+	Failed uint64 `json:"failed"`
+}
+
+// ReloadReport is the body of a "reload" answer.
+type ReloadReport struct {
+	Reloaded []string `json:"reloaded,omitempty"` // what changed, e.g. "shop/sandbox: new certificate"
+	Errors   []string `json:"errors,omitempty"`
+}
