@@ -1,0 +1,484 @@
+// Package ctl implements apnsctl, the command-line tool with which operators
+// and scripts talk to a running apnsd: send notifications (one, or many as
+// JSON lines), check health and status, trigger a reload, and validate a
+// config file offline.
+package ctl
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/apnsd/apnsd/internal/config"
+	"github.com/apnsd/apnsd/internal/ipc"
+)
+
+// Exit codes. Scripts can rely on them; in bulk mode the most severe one
+// seen is returned.
+const (
+	ExitOK          = 0  // delivered (or queued), pong, reload done, config valid
+	ExitAPNsRefused = 1  // APNs answered with an error status
+	ExitRefused     = 2  // apnsd refused the request (error code), reload failed, config invalid
+	ExitUnreachable = 3  // could not reach apnsd, or the connection broke
+	ExitUsage       = 64 // bad command line (EX_USAGE)
+)
+
+const usage = `apnsctl: talk to a running apnsd.
+
+Usage:
+  apnsctl [-socket PATH] [-timeout D] COMMAND [flags]
+
+Commands:
+  send     send one notification (flags), or JSON request lines from stdin
+  ping     check that apnsd answers
+  status   show connections, credentials and counters (-json for JSON)
+  reload   re-read credentials now
+  check    validate a config file and its credentials without a daemon
+  version  print apnsctl's version
+
+Exit codes: 0 delivered/ok, 1 refused by APNs, 2 refused by apnsd (or reload
+failed, config invalid), 3 apnsd unreachable, 64 usage error.
+
+Global flags:
+`
+
+// Version is apnsctl's version.
+var Version = "0.1.0"
+
+type cli struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	client         ipc.Client
+	timeout        time.Duration
+}
+
+// Main runs apnsctl with args (without the program name) and returns the
+// exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("apnsctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", envOr("APNSD_SOCKET", ipc.DefaultSocket), "apnsd's socket (env APNSD_SOCKET)")
+	timeout := fs.Duration("timeout", 60*time.Second, "give up waiting for apnsd after this long")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitUsage
+	}
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, client: ipc.Client{Socket: *socket}, timeout: *timeout}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return ExitUsage
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "send":
+		return c.send(rest)
+	case "ping":
+		return c.simple(rest, "ping")
+	case "status":
+		return c.status(rest)
+	case "reload":
+		return c.simple(rest, "reload")
+	case "check":
+		return c.check(rest)
+	case "version":
+		fmt.Fprintln(stdout, "apnsctl", Version)
+		return ExitOK
+	case "help":
+		fs.Usage()
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "apnsctl: unknown command %q (see apnsctl -h)\n", cmd)
+	return ExitUsage
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func (c *cli) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), c.timeout)
+}
+
+// fail reports a transport error and returns the exit code for it.
+func (c *cli) fail(err error) int {
+	fmt.Fprintf(c.stderr, "apnsctl: %v\n", err)
+	return ExitUnreachable
+}
+
+func (c *cli) simple(args []string, op string) int {
+	fs := flag.NewFlagSet("apnsctl "+op, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	asJSON := fs.Bool("json", false, "print the answer as JSON")
+	if fs.Parse(args) != nil || fs.NArg() > 0 {
+		return ExitUsage
+	}
+	ctx, cancel := c.ctx()
+	defer cancel()
+	r, err := c.client.Do(ctx, map[string]string{"op": op})
+	if err != nil {
+		return c.fail(err)
+	}
+	if *asJSON {
+		b, _ := json.Marshal(r)
+		fmt.Fprintln(c.stdout, string(b))
+	}
+	if e := r.Err(); e != nil {
+		fmt.Fprintf(c.stderr, "apnsctl: %s failed: %s: %s\n", op, e.Code, e.Message)
+		if r.ReloadReport != nil {
+			for _, m := range r.ReloadReport.Errors {
+				fmt.Fprintln(c.stderr, "  "+m)
+			}
+		}
+		return ExitRefused
+	}
+	if *asJSON {
+		return ExitOK
+	}
+	switch op {
+	case "ping":
+		fmt.Fprintf(c.stdout, "pong from apnsd %s\n", r.Version)
+	case "reload":
+		if r.ReloadReport == nil || len(r.ReloadReport.Reloaded) == 0 {
+			fmt.Fprintln(c.stdout, "reloaded: nothing changed")
+		}
+		if r.ReloadReport != nil {
+			for _, m := range r.ReloadReport.Reloaded {
+				fmt.Fprintln(c.stdout, "reloaded: "+m)
+			}
+		}
+	}
+	return ExitOK
+}
+
+// payloadFlag accepts JSON, or @file to read it from a file ("@-": stdin).
+type sendFlags struct {
+	token, alert, sound, payload, app, env, topic, pushType, collapseID, apnsID string
+	badge, priority                                                            int
+	expiration                                                                 int64
+	noWait, asJSON                                                             bool
+}
+
+func (c *cli) send(args []string) int {
+	fs := flag.NewFlagSet("apnsctl send", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	var f sendFlags
+	fs.StringVar(&f.token, "token", "", "device token (hex; the <a1b2 c3d4> form an app logs works as is). Without -token, JSON request lines are read from stdin")
+	fs.StringVar(&f.alert, "alert", "", "alert text (aps.alert)")
+	fs.IntVar(&f.badge, "badge", -1, "badge number (aps.badge)")
+	fs.StringVar(&f.sound, "sound", "", "sound name (aps.sound)")
+	fs.StringVar(&f.payload, "payload", "", "full payload JSON, or @FILE to read it from a file")
+	fs.StringVar(&f.app, "app", "", "configured app name (needed when more than one app is configured)")
+	fs.StringVar(&f.env, "env", "", "sandbox or production (default: the app's default)")
+	fs.StringVar(&f.topic, "topic", "", "apns-topic (default: the app's topic)")
+	fs.StringVar(&f.pushType, "push-type", "", "apns-push-type: alert, background, voip, ... (default alert)")
+	fs.IntVar(&f.priority, "priority", 0, "apns-priority: 10, 5 or 1")
+	fs.Int64Var(&f.expiration, "expiration", -1, "apns-expiration, UNIX seconds (0: deliver once or never)")
+	fs.StringVar(&f.collapseID, "collapse-id", "", "apns-collapse-id (at most 64 bytes)")
+	fs.StringVar(&f.apnsID, "apns-id", "", "apns-id (lowercase UUID)")
+	fs.BoolVar(&f.noWait, "no-wait", false, "return once apnsd has queued it, without waiting for APNs")
+	fs.BoolVar(&f.asJSON, "json", false, "print apnsd's answer as JSON")
+	if err := fs.Parse(args); err != nil {
+		return ExitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(c.stderr, "apnsctl send: unexpected argument %q\n", fs.Arg(0))
+		return ExitUsage
+	}
+	if f.token == "" {
+		set := false
+		fs.Visit(func(*flag.Flag) { set = true })
+		if set {
+			fmt.Fprintln(c.stderr, "apnsctl send: -token is required (or give no flags and pipe JSON request lines on stdin)")
+			return ExitUsage
+		}
+		return c.bulk()
+	}
+	req, err := f.request()
+	if err != nil {
+		fmt.Fprintf(c.stderr, "apnsctl send: %v\n", err)
+		return ExitUsage
+	}
+	ctx, cancel := c.ctx()
+	defer cancel()
+	r, err := c.client.Do(ctx, req)
+	if err != nil {
+		return c.fail(err)
+	}
+	code := exitFor(r)
+	if f.asJSON {
+		b, _ := json.Marshal(r)
+		fmt.Fprintln(c.stdout, string(b))
+		return code
+	}
+	switch {
+	case r.Queued:
+		fmt.Fprintln(c.stdout, "queued")
+	case r.OK:
+		fmt.Fprintf(c.stdout, "delivered apns-id=%s\n", r.ApnsID)
+	case r.Error != "":
+		fmt.Fprintf(c.stderr, "refused by apnsd: %s: %s\n", r.Error, r.Message)
+	default:
+		msg := fmt.Sprintf("refused by APNs: %d %s apns-id=%s", r.Status, r.Reason, r.ApnsID)
+		if r.Timestamp > 0 {
+			msg += fmt.Sprintf(" (token invalid since %s)", time.UnixMilli(r.Timestamp).UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintln(c.stderr, msg)
+	}
+	return code
+}
+
+func (f *sendFlags) request() (map[string]any, error) {
+	req := map[string]any{"token": f.token}
+	put := func(k, v string) {
+		if v != "" {
+			req[k] = v
+		}
+	}
+	put("alert", f.alert)
+	put("sound", f.sound)
+	put("app", f.app)
+	put("env", f.env)
+	put("topic", f.topic)
+	put("push_type", f.pushType)
+	put("collapse_id", f.collapseID)
+	put("apns_id", f.apnsID)
+	if f.badge >= 0 {
+		req["badge"] = f.badge
+	}
+	if f.priority != 0 {
+		req["priority"] = f.priority
+	}
+	if f.expiration >= 0 {
+		req["expiration"] = f.expiration
+	}
+	if f.noWait {
+		req["wait"] = false
+	}
+	if f.payload != "" {
+		data := []byte(f.payload)
+		if name, ok := strings.CutPrefix(f.payload, "@"); ok {
+			var err error
+			if data, err = os.ReadFile(name); err != nil {
+				return nil, fmt.Errorf("-payload: %w", err)
+			}
+		}
+		if !json.Valid(data) {
+			return nil, errors.New("-payload is not valid JSON")
+		}
+		req["payload"] = json.RawMessage(bytes.TrimSpace(data))
+	}
+	if _, ok := req["payload"]; !ok && f.alert == "" && f.sound == "" && f.badge < 0 {
+		return nil, errors.New("nothing to send: give -alert, -badge, -sound or -payload")
+	}
+	return req, nil
+}
+
+func exitFor(r *ipc.Response) int {
+	switch {
+	case r.OK:
+		return ExitOK
+	case r.Error != "":
+		return ExitRefused
+	}
+	return ExitAPNsRefused
+}
+
+// bulk pipelines stdin's request lines to apnsd and copies its answers to
+// stdout, one per non-empty input line, in order.
+func (c *cli) bulk() int {
+	ctx, cancel := c.ctx()
+	defer cancel()
+	cn, err := c.client.Connect(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cn.Close()
+	sent := make(chan int, 1)
+	writeErr := make(chan error, 1)
+	go func() {
+		n := 0
+		sc := bufio.NewScanner(c.stdin)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		var err error
+		for sc.Scan() {
+			line := bytes.TrimSpace(sc.Bytes())
+			if len(line) == 0 {
+				continue
+			}
+			if err = cn.WriteLine(line); err != nil {
+				break
+			}
+			n++
+		}
+		if err == nil {
+			err = sc.Err()
+		}
+		cn.CloseWrite()
+		sent <- n
+		writeErr <- err
+	}()
+	worst := ExitOK
+	read := 0
+	out := bufio.NewWriter(c.stdout)
+	defer out.Flush()
+	total := -1
+	for total < 0 || read < total {
+		line, err := cn.ReadLine()
+		if err != nil {
+			if total < 0 {
+				total = <-sent
+			}
+			if read < total {
+				out.Flush()
+				fmt.Fprintf(c.stderr, "apnsctl: connection to apnsd ended after %d of %d answers: %v\n", read, total, err)
+				return ExitUnreachable
+			}
+			break
+		}
+		read++
+		out.Write(line)
+		out.WriteByte('\n')
+		var r ipc.Response
+		if json.Unmarshal(line, &r) == nil {
+			worst = max(worst, exitFor(&r))
+		}
+		if total < 0 {
+			select {
+			case total = <-sent:
+			default:
+			}
+		}
+	}
+	if err := <-writeErr; err != nil {
+		fmt.Fprintf(c.stderr, "apnsctl: reading stdin: %v\n", err)
+		return max(worst, ExitUsage)
+	}
+	return worst
+}
+
+func (c *cli) status(args []string) int {
+	fs := flag.NewFlagSet("apnsctl status", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	if fs.Parse(args) != nil || fs.NArg() > 0 {
+		return ExitUsage
+	}
+	ctx, cancel := c.ctx()
+	defer cancel()
+	r, err := c.client.Do(ctx, map[string]string{"op": "status"})
+	if err != nil {
+		return c.fail(err)
+	}
+	if e := r.Err(); e != nil {
+		fmt.Fprintf(c.stderr, "apnsctl: status failed: %s: %s\n", e.Code, e.Message)
+		return ExitRefused
+	}
+	if *asJSON {
+		b, _ := json.MarshalIndent(r, "", "  ")
+		fmt.Fprintln(c.stdout, string(b))
+		return ExitOK
+	}
+	printStatus(c.stdout, r)
+	return ExitOK
+}
+
+func printStatus(w io.Writer, r *ipc.Response) {
+	s := r.StatusReport
+	if s == nil {
+		fmt.Fprintln(w, "apnsd sent no status")
+		return
+	}
+	fmt.Fprintf(w, "apnsd %s, up %s, socket %s\n", r.Version, (time.Duration(s.UptimeSeconds) * time.Second).String(), s.Socket)
+	if s.Config != "" {
+		fmt.Fprintf(w, "config %s\n", s.Config)
+	}
+	q := s.Queue
+	fmt.Fprintf(w, "queue: %d waiting, %d in flight (capacity %d); sent %d, failed %d, refused %d\n\n",
+		q.Depth, q.InFlight, q.Capacity, q.Sent, q.Failed, q.Refused)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tENV\tSTATE\tCONNS\tAUTH\tEXPIRES\tSENT\tFAILED\tPROBLEM")
+	var notes []string
+	for _, a := range s.Apps {
+		for _, e := range a.Envs {
+			env := e.Env
+			if env == a.DefaultEnv {
+				env += "*"
+			}
+			expires := "-"
+			if !e.NotAfter.IsZero() {
+				expires = e.NotAfter.Format(time.DateOnly)
+				if e.DaysLeft != nil {
+					expires += fmt.Sprintf(" (%dd)", *e.DaysLeft)
+				}
+			} else if e.KeyID != "" {
+				expires = "key " + e.KeyID
+			}
+			problem := "-"
+			switch {
+			case e.LastReloadError != "":
+				problem = "reload failed (see below)"
+				notes = append(notes, fmt.Sprintf("%s/%s: last reload failed at %s: %s", a.Name, e.Env, e.LastReloadErrorAt.Format(time.RFC3339), e.LastReloadError))
+			case e.State != "up" && e.LastConnErr != "":
+				problem = "cannot connect (see below)"
+				notes = append(notes, fmt.Sprintf("%s/%s: %s", a.Name, e.Env, e.LastConnErr))
+			case e.DaysLeft != nil && *e.DaysLeft < 30:
+				problem = "certificate expires soon"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%d\t%d\t%s\n",
+				a.Name, env, e.State, e.Connections, e.Target, e.Auth, expires, e.Sent, e.Failed, problem)
+		}
+	}
+	tw.Flush()
+	for _, a := range s.Apps {
+		for _, e := range a.Envs {
+			if e.CertSubject != "" {
+				fmt.Fprintf(w, "\n%s/%s: %s\n  loaded %s from %s", a.Name, e.Env, e.CertSubject, e.LoadedAt.Format(time.RFC3339), strings.Join(e.Files, ", "))
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintln(w, n)
+		}
+	}
+	fmt.Fprintln(w, "\n(* = the app's default environment)")
+}
+
+func (c *cli) check(args []string) int {
+	fs := flag.NewFlagSet("apnsctl check", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	path := fs.String("config", "/etc/apnsd/apnsd.toml", "config file to check")
+	if fs.Parse(args) != nil || fs.NArg() > 0 {
+		return ExitUsage
+	}
+	cfg, err := config.Load(*path)
+	if err == nil {
+		err = cfg.CheckFiles(time.Now())
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "%v\n", err)
+		return ExitRefused
+	}
+	fmt.Fprintf(c.stdout, "%s: OK (%d app(s))\n", *path, len(cfg.Apps))
+	return ExitOK
+}
