@@ -281,6 +281,8 @@ func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response
 			b.sent.Add(1)
 			es.sent.Add(1)
 		} else {
+			retry := apns.Retryable(res.StatusCode, res.Reason)
+			r.Retryable = &retry
 			b.failed.Add(1)
 			es.failed.Add(1)
 			log.Info("APNs refused notification", "status", res.StatusCode, "reason", res.Reason, "apns_id", res.ApnsID)

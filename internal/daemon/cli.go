@@ -93,7 +93,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if *check {
 		if err := cfg.CheckFiles(time.Now()); err != nil {
-			fmt.Fprintf(stderr, "apnsd: %s: %v\n", cfg.Path, err)
+			fmt.Fprintf(stderr, "apnsd: %v\n", err)
 			return ExitConfig
 		}
 		fmt.Fprintf(stdout, "%s: OK (%d app(s))\n", cfg.Path, len(cfg.Apps))
