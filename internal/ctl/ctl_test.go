@@ -1,0 +1,160 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apnsd/apnsd/internal/config"
+	"github.com/apnsd/apnsd/internal/daemon"
+)
+
+// startDemo runs a real daemon on the demo setup (stand-ins answering by
+// token prefix) and returns its socket and config path.
+func startDemo(t *testing.T) (sock, cfgPath string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "apnsctl-t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	demo, err := daemon.NewDemo(filepath.Join(dir, "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(demo.Close)
+	cfg, err := config.Load(demo.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.New(cfg, daemon.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
+	})
+	return cfg.Socket.Path, demo.ConfigPath
+}
+
+func run(stdin string, args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = Main(args, strings.NewReader(stdin), &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	sock, _ := startDemo(t)
+	cases := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"delivered", []string{"send", "-token", "<a1b2 c3d4>", "-alert", "hi"}, ExitOK, "delivered apns-id=", ""},
+		{"queued", []string{"send", "-token", "a1b2", "-badge", "0", "-no-wait"}, ExitOK, "queued", ""},
+		{"apns refused", []string{"send", "-token", "0410aa", "-alert", "hi", "-env", "production"}, ExitAPNsRefused, "", "410 Unregistered"},
+		{"apnsd refused", []string{"send", "-token", "xyz", "-alert", "hi"}, ExitRefused, "", "invalid_token"},
+		{"unknown app", []string{"send", "-token", "aa", "-alert", "hi", "-app", "nope"}, ExitRefused, "", "unknown_app"},
+		{"payload file", []string{"send", "-token", "aa", "-payload", "@/nonexistent"}, ExitUsage, "", "-payload"},
+		{"nothing to send", []string{"send", "-token", "aa"}, ExitUsage, "", "nothing to send"},
+		{"flags without token", []string{"send", "-alert", "x"}, ExitUsage, "", "-token is required"},
+		{"unknown command", []string{"frob"}, ExitUsage, "", "unknown command"},
+		{"ping", []string{"ping"}, ExitOK, "pong from apnsd", ""},
+		{"reload", []string{"reload"}, ExitOK, "nothing changed", ""},
+		{"json", []string{"send", "-json", "-token", "0400aa", "-alert", "x"}, ExitAPNsRefused, `"reason":"BadDeviceToken"`, ""},
+	}
+	for _, c := range cases {
+		code, out, errOut := run("", append([]string{"-socket", sock}, c.args...)...)
+		if code != c.code || !strings.Contains(out, c.stdout) || !strings.Contains(errOut, c.stderr) {
+			t.Errorf("%s: code %d stdout %q stderr %q; want code %d, stdout ~%q, stderr ~%q", c.name, code, out, errOut, c.code, c.stdout, c.stderr)
+		}
+	}
+	code, _, errOut := run("", "-socket", filepath.Join(t.TempDir(), "none.sock"), "ping")
+	if code != ExitUnreachable || !strings.Contains(errOut, "not reachable") {
+		t.Errorf("unreachable: code %d stderr %q", code, errOut)
+	}
+}
+
+func TestBulkPipelined(t *testing.T) {
+	sock, _ := startDemo(t)
+	var in strings.Builder
+	const n = 500
+	for i := range n {
+		tok := "a1b2"
+		if i == 250 {
+			tok = "0410aa"
+		}
+		in.WriteString(`{"id":` + itoa(i) + `,"token":"` + tok + `","alert":"x"}` + "\n")
+		if i%100 == 0 {
+			in.WriteString("\n   \n") // blank lines get no answer
+		}
+	}
+	code, out, errOut := run(in.String(), "-socket", sock, "send")
+	if code != ExitAPNsRefused {
+		t.Errorf("code %d (stderr %q), want %d for one 410 in the batch", code, errOut, ExitAPNsRefused)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != n {
+		t.Fatalf("%d answer lines for %d requests", len(lines), n)
+	}
+	for i, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil || m["id"] != float64(i) {
+			t.Fatalf("answer %d: %q", i, l)
+		}
+	}
+	// A bad line in the batch: apnsd's refusal is the most severe code.
+	code, out, _ = run("{\"token\":\"aa\",\"alert\":\"x\"}\nnot json\n", "-socket", sock, "send")
+	if code != ExitRefused || strings.Count(out, "\n") != 2 {
+		t.Errorf("bad line in batch: code %d, out %q", code, out)
+	}
+}
+
+func itoa(i int) string {
+	b, _ := json.Marshal(i)
+	return string(b)
+}
+
+func TestStatusOutput(t *testing.T) {
+	sock, _ := startDemo(t)
+	run("", "-socket", sock, "send", "-token", "aa", "-alert", "x")
+	code, out, _ := run("", "-socket", sock, "status")
+	if code != ExitOK {
+		t.Fatalf("status code %d", code)
+	}
+	for _, want := range []string{"APP", "demo", "sandbox*", "production", "certificate", "1/1", "com.example.demo"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = run("", "-socket", sock, "status", "-json")
+	var m map[string]any
+	if code != ExitOK || json.Unmarshal([]byte(out), &m) != nil || m["apps"] == nil {
+		t.Errorf("status -json: code %d, %q", code, out)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	_, cfgPath := startDemo(t)
+	if code, out, errOut := run("", "check", "-config", cfgPath); code != ExitOK || !strings.Contains(out, "OK") {
+		t.Errorf("valid config: code %d out %q err %q", code, out, errOut)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	os.WriteFile(bad, []byte("request_timeout = \"1s\"\nqueue_sise = 3\n"), 0o644)
+	code, _, errOut := run("", "check", "-config", bad)
+	if code != ExitRefused || !strings.Contains(errOut, "queue_sise") || !strings.Contains(errOut, "bad.toml") {
+		t.Errorf("invalid config: code %d stderr %q", code, errOut)
+	}
+}
