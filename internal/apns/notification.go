@@ -1,6 +1,7 @@
 package apns
 
 import (
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -192,4 +193,22 @@ func (n *Notification) Headers() map[string]string {
 		h["apns-id"] = n.ApnsID
 	}
 	return h
+}
+
+// NewUUID returns a random (version 4) UUID in the canonical lowercase form
+// APNs wants for apns-id.
+func NewUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	const hexdigits = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for i, v := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, hexdigits[v>>4], hexdigits[v&0x0f])
+	}
+	return string(out)
 }

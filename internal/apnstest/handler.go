@@ -64,8 +64,11 @@ var TopicSuffixes = []string{
 //     5120 for push type voip (413 PayloadTooLarge), and valid JSON (400
 //     [ReasonPayloadNotJSON], not an Apple reason).
 //
-// Only then is the Responder consulted. Every answer carries an apns-id
-// header: the request's, if it sent a valid one, else a fresh UUID.
+// Only then is the Responder consulted, and its [Reply] carried out (Delay,
+// then Action or the answer). Every answer carries an apns-id header: the
+// request's, if it sent a valid one, else a fresh UUID. A request that is
+// not to be answered (ActionCloseConn, ActionResetStream, a Delay cut short)
+// ends with panic(http.ErrAbortHandler), the usual way to abort a response.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	received := time.Now()
 	ci, _ := r.Context().Value(connKey{}).(*connInfo)
@@ -141,10 +144,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			t.Stop()
 			s.log.Debug("apnstest: cancelled while delaying", "conn", connID, "apns_id", apnsID)
-			return
+			s.noteUnanswered()
+			// Abort rather than return: returning would make the server
+			// answer an empty 200 if the stream is still open (as it is
+			// when only the server's context was cancelled).
+			panic(http.ErrAbortHandler)
 		}
 	}
-	if rep.Status == http.StatusOK {
+	switch rep.Action {
+	case ActionCloseConn:
+		s.log.Debug("apnstest: closing the connection instead of answering", "conn", connID, "apns_id", apnsID)
+		s.noteUnanswered()
+		if ci != nil {
+			ci.closeAbruptly()
+		}
+		panic(http.ErrAbortHandler)
+	case ActionResetStream:
+		s.log.Debug("apnstest: refusing the stream", "conn", connID, "apns_id", apnsID)
+		s.noteUnanswered()
+		if ci != nil {
+			ci.refusals.Add(1) // the wire turns the abort's RST_STREAM into REFUSED_STREAM
+		}
+		panic(http.ErrAbortHandler)
+	case ActionGoAway:
+		if ci != nil {
+			s.log.Debug("apnstest: GOAWAY", "conn", connID, "reason", rep.Reason)
+			ci.goAway(rep.Reason)
+			// Answer only once the GOAWAY is on the wire, so that a client
+			// has seen it by the time it reads this answer.
+			select {
+			case <-ci.goAwaySent:
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+	if rep.Status == http.StatusOK && (ci == nil || ci.wire == nil) {
+		// Not served by this Server (ServeHTTP mounted elsewhere): count
+		// here. Otherwise the wire counts a 200 once it is written.
 		s.mu.Lock()
 		s.accepted++
 		s.mu.Unlock()
@@ -152,6 +189,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.log.Debug("apnstest: answered", "conn", connID, "token", token, "topic", topic,
 		"apns_id", apnsID, "status", rep.Status, "reason", rep.Reason)
 	s.answer(w, apnsID, rep)
+}
+
+func (s *Server) noteUnanswered() {
+	s.mu.Lock()
+	s.unanswered++
+	s.mu.Unlock()
 }
 
 // answer writes rep: the apns-id header, the status and, for anything but

@@ -9,12 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/apnsd/apnsd/internal/pki"
 )
@@ -86,10 +89,15 @@ type Reply struct {
 	// Timestamp, if not 0, is sent as "timestamp" (milliseconds since the
 	// epoch) in the JSON body, as Apple does with 410.
 	Timestamp int64
-	// Delay is how long to wait before answering. If the request is
-	// cancelled (the client resets the stream or the connection goes away)
-	// the wait ends and nothing is answered.
+	// Delay is how long to wait before answering (or before Action). If
+	// the request is cancelled (the client resets the stream or the
+	// connection goes away) the wait ends and nothing is answered: the
+	// stream is reset if it is still open, and the request counts in
+	// [Server.Unanswered].
 	Delay time.Duration
+	// Action, if not ActionNone, injects a fault: close the connection,
+	// send GOAWAY, or refuse the stream. See [Action].
+	Action Action
 }
 
 // Always returns a Responder that answers every valid request with status
@@ -131,13 +139,6 @@ func DemoResponder(r *Request) Reply {
 	return Reply{Status: 200}
 }
 
-// connInfo is what the server knows about one connection.
-type connInfo struct {
-	conn     net.Conn
-	id       uint64 // 0 until the connection is ready for HTTP/2
-	inFlight atomic.Int64
-}
-
 type connKey struct{}
 
 // Server is a running APNs stand-in. Create it with [New]; all methods are
@@ -149,24 +150,31 @@ type Server struct {
 	CA *pki.CA
 
 	opts      Options
-	srv       *http.Server
+	tlsCfg    *tls.Config
 	ln        net.Listener
 	log       *slog.Logger
+	errLog    *log.Logger
 	verify    func(string) string
 	responder atomic.Pointer[Responder]
 	baseCtx   context.Context
 	cancel    context.CancelFunc
 	closeOnce sync.Once
-	served    chan struct{}
+	wg        sync.WaitGroup // the accept loop and every connection
 
-	mu            sync.Mutex
-	conns         map[net.Conn]*connInfo
-	nextConnID    uint64
-	connections   int
-	requests      []Request
-	count         int
-	accepted      int
-	maxConcurrent int
+	refuseHandshakes atomic.Bool
+	maxStreams       atomic.Uint32
+
+	mu                sync.Mutex
+	closed            bool
+	conns             map[net.Conn]*connInfo // by TCP connection
+	nextConnID        uint64
+	connections       int
+	requests          []Request
+	count             int
+	accepted          int
+	unanswered        int
+	refusedHandshakes int
+	maxConcurrent     int
 }
 
 // New starts a server; it is listening and serving when New returns.
@@ -188,43 +196,38 @@ func New(o Options) (*Server, error) {
 	if o.MaxConcurrentStreams == 0 {
 		o.MaxConcurrentStreams = 1000
 	}
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	lg := o.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
 		CA:     ca,
 		opts:   o,
-		log:    log,
+		log:    lg,
+		errLog: slog.NewLogLogger(lg.Handler(), slog.LevelDebug),
 		conns:  map[net.Conn]*connInfo{},
-		served: make(chan struct{}),
 		verify: o.VerifyToken,
 	}
+	s.maxStreams.Store(o.MaxConcurrentStreams)
 	if s.verify == nil && o.TokenKeys != nil {
 		s.verify = ES256Verifier(o.TokenKeys)
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 
-	tlsCfg := &tls.Config{
+	s.tlsCfg = &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{issued.TLSCertificate()},
+		NextProtos:   []string{http2.NextProtoTLS}, // HTTP/2 only, like APNs
 	}
 	if o.ClientCAs != nil {
-		tlsCfg.ClientCAs = o.ClientCAs
-		tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert
+		s.tlsCfg.ClientCAs = o.ClientCAs
+		s.tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	var protos http.Protocols
-	protos.SetHTTP2(true)
-	s.srv = &http.Server{
-		Handler:           s,
-		TLSConfig:         tlsCfg,
-		Protocols:         &protos,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: int(o.MaxConcurrentStreams)},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
-		ConnContext:       s.connContext,
-		ConnState:         s.connState,
+	s.tlsCfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		if s.refuseHandshakes.Load() {
+			return nil, errHandshakeRefused
+		}
+		return nil, nil
 	}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
@@ -232,40 +235,106 @@ func New(o Options) (*Server, error) {
 	}
 	s.ln = ln
 	s.URL = "https://" + ln.Addr().String()
-	go func() {
-		defer close(s.served)
-		if err := s.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("apnstest: serve", "err", err)
-		}
-	}()
+	s.wg.Add(1)
+	go s.acceptLoop()
 	s.log.Debug("apnstest: listening", "url", s.URL, "cert_auth", o.ClientCAs != nil,
 		"max_concurrent_streams", o.MaxConcurrentStreams)
 	return s, nil
 }
 
-func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
-	ci := &connInfo{conn: c}
-	s.mu.Lock()
-	s.conns[c] = ci
-	s.mu.Unlock()
-	return context.WithValue(ctx, connKey{}, ci)
+var errHandshakeRefused = errors.New("apnstest: handshakes refused (SetRefuseHandshakes)")
+
+// handshakeTimeout bounds a TLS handshake.
+const handshakeTimeout = 10 * time.Second
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Such as EMFILE under load: wait a little, as net/http does.
+			s.log.Error("apnstest: accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		ci := s.newConnInfo(c)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[c] = ci
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(ci)
+	}
+}
+
+// serveConn does the TLS handshake and serves HTTP/2 on one connection with
+// its own x/net http2.Server, so that the connection can be sent a GOAWAY of
+// its own (see connInfo.goAway).
+func (s *Server) serveConn(ci *connInfo) {
+	defer s.wg.Done()
+	defer func() {
+		ci.conn.Close()
+		s.mu.Lock()
+		delete(s.conns, ci.conn)
+		s.mu.Unlock()
+	}()
+	tc := ci.wire.Conn
+	ctx, cancel := context.WithTimeout(s.baseCtx, handshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		if s.refuseHandshakes.Load() {
+			s.mu.Lock()
+			s.refusedHandshakes++
+			s.mu.Unlock()
+		}
+		s.log.Debug("apnstest: TLS handshake failed", "remote", ci.conn.RemoteAddr(), "err", err)
+		return
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != http2.NextProtoTLS {
+		s.log.Debug("apnstest: client did not negotiate h2", "remote", ci.conn.RemoteAddr(), "alpn", p)
+		return
+	}
+	ci.h2.ServeConn(ci.wire, &http2.ServeConnOpts{
+		Context:    context.WithValue(s.baseCtx, connKey{}, ci),
+		BaseConfig: ci.h1,
+		Handler:    s,
+	})
+}
+
+// newConnInfo prepares serving c: a TLS server connection wrapped in a
+// wireConn, and an x/net http2.Server of its own (configured on an
+// http.Server of its own, whose Shutdown makes it send GOAWAY).
+func (s *Server) newConnInfo(c net.Conn) *connInfo {
+	ci := &connInfo{conn: c, goAwaySent: make(chan struct{})}
+	ci.wire = &wireConn{Conn: tls.Server(c, s.tlsCfg), s: s, ci: ci}
+	ci.h2 = &http2.Server{MaxConcurrentStreams: s.maxStreams.Load()}
+	ci.h1 = &http.Server{ErrorLog: s.errLog, ConnState: s.connState}
+	if err := http2.ConfigureServer(ci.h1, ci.h2); err != nil {
+		panic("apnstest: configuring HTTP/2: " + err.Error()) // only fails on bad cipher suites
+	}
+	return ci
 }
 
 // connState numbers a connection when it first leaves StateNew: for
 // HTTP/2 that happens once the TLS handshake succeeded and the client's
 // preface was read, before any request on it is handled.
 func (s *Server) connState(c net.Conn, st http.ConnState) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ci := s.conns[c]
-	if ci == nil {
+	w, ok := c.(*wireConn)
+	if !ok {
 		return
 	}
-	switch st {
-	case http.StateActive, http.StateIdle:
-		s.numberLocked(ci)
-	case http.StateClosed, http.StateHijacked:
-		delete(s.conns, c)
+	if st == http.StateActive || st == http.StateIdle {
+		s.mu.Lock()
+		s.numberLocked(w.ci)
+		s.mu.Unlock()
 	}
 }
 
@@ -314,7 +383,11 @@ func (s *Server) Count() int {
 	return s.count
 }
 
-// Accepted returns how many requests were answered 200.
+// Accepted returns how many requests were answered 200. An answer counts
+// once its HEADERS frame has been written to the connection: a request whose
+// Reply carried a fault (ActionCloseConn, ActionResetStream), a request whose
+// answer was lost with its connection, and a request the client opened after
+// a GOAWAY's last-stream-id are never counted.
 func (s *Server) Accepted() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -357,29 +430,36 @@ func (s *Server) Reset() {
 	defer s.mu.Unlock()
 	s.requests = nil
 	s.count, s.accepted, s.connections, s.maxConcurrent = 0, 0, 0, 0
+	s.unanswered, s.refusedHandshakes = 0, 0
 }
 
-// DropConnections closes every open connection abruptly (no GOAWAY), as a
-// network failure would. The server keeps listening.
+// DropConnections closes every open connection abruptly (no GOAWAY, no TLS
+// close_notify: the TCP connections are closed), as a network failure would.
+// The server keeps listening.
 func (s *Server) DropConnections() {
 	s.mu.Lock()
-	conns := make([]net.Conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
+	cis := make([]*connInfo, 0, len(s.conns))
+	for _, ci := range s.conns {
+		cis = append(cis, ci)
 	}
 	s.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
+	for _, ci := range cis {
+		ci.closeAbruptly()
 	}
 }
 
-// Close stops the server: it stops listening, cancels requests being
-// delayed and closes every connection. It waits for the serving goroutine.
+// Close stops the server: it stops listening, closes every connection and
+// cancels requests being delayed. It waits for the connections' serving
+// goroutines (not for handlers still running).
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.ln.Close()
+		s.DropConnections()
 		s.cancel()
-		s.srv.Close()
-		<-s.served
+		s.wg.Wait()
 	})
 }
 

@@ -168,12 +168,12 @@ func (c *cli) simple(args []string, op string) int {
 	return ExitOK
 }
 
-// payloadFlag accepts JSON, or @file to read it from a file ("@-": stdin).
+// sendFlags are the flags of apnsctl send.
 type sendFlags struct {
 	token, alert, sound, payload, app, env, topic, pushType, collapseID, apnsID string
-	badge, priority                                                            int
-	expiration                                                                 int64
-	noWait, asJSON                                                             bool
+	badge, priority                                                             int
+	expiration                                                                  int64
+	noWait, asJSON                                                              bool
 }
 
 func (c *cli) send(args []string) int {
@@ -410,9 +410,12 @@ func printStatus(w io.Writer, r *ipc.Response) {
 	if s.Config != "" {
 		fmt.Fprintf(w, "config %s\n", s.Config)
 	}
+	if s.LastReloadError != "" {
+		fmt.Fprintf(w, "LAST CONFIG RELOAD FAILED at %s (the previous config is in use): %s\n", s.LastReloadErrorAt.Format(time.RFC3339), s.LastReloadError)
+	}
 	q := s.Queue
-	fmt.Fprintf(w, "queue: %d waiting, %d in flight (capacity %d); sent %d, failed %d, refused %d\n\n",
-		q.Depth, q.InFlight, q.Capacity, q.Sent, q.Failed, q.Refused)
+	fmt.Fprintf(w, "queue: %d waiting, %d in flight (capacity %d); sent %d, failed %d, refused %d, retries %d\n\n",
+		q.Depth, q.InFlight, q.Capacity, q.Sent, q.Failed, q.Refused, q.Retries)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "APP\tENV\tSTATE\tCONNS\tAUTH\tEXPIRES\tSENT\tFAILED\tPROBLEM")
 	var notes []string

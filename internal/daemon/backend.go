@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"strings"
@@ -58,21 +59,34 @@ type envSender struct {
 	cred   *credential
 	sent   atomic.Uint64
 	failed atomic.Uint64
+	// active counts notifications accepted for this sender and not yet
+	// answered; a retired sender's client closes when it reaches zero.
+	active sync.WaitGroup
+	// watch is the file watcher's state for this sender's credential files.
+	watch watchState
+	// token is set for token auth (the app's shared source); tokenFP is
+	// the fingerprint of the key this sender's connections were opened with.
+	token   *apns.TokenSource
+	tokenFP string
 }
 
 type appState struct {
 	cfg  *config.AppConfig
 	envs map[string]*envSender
+	// token is the app's token source, shared by every connection of both
+	// environments that use token auth; nil without [apps.token].
+	token *apns.TokenSource
 }
 
 // backend is the daemon's ipc.Backend: it owns the apps, their clients, the
 // queue bound and the counters, and answers every accepted notification
 // exactly once.
 type backend struct {
-	log            *slog.Logger
-	cfg            *config.Config
-	requestTimeout time.Duration
-	queueCap       int64
+	log *slog.Logger
+	cfg *config.Config
+	// requestTimeout (a time.Duration) and queueCap change on config reload.
+	requestTimeout atomic.Int64
+	queueCap       atomic.Int64
 	started        time.Time
 	socket         string
 	// reload is called by the "reload" op and SIGHUP.
@@ -81,14 +95,21 @@ type backend struct {
 	apps atomic.Pointer[map[string]*appState]
 
 	pending atomic.Int64 // accepted, not yet answered
+	retries atomic.Uint64
 	sent    atomic.Uint64
 	failed  atomic.Uint64
 	refused atomic.Uint64
 
-	mu sync.Mutex
-	// mu guards shutting and the Add side of wg.
+	// mu guards shutting and the Add side of wg and of each envSender's
+	// active: Submit holds it for reading, shutdown and the app swap of a
+	// reload for writing, so no notification is accepted by a sender that
+	// is being retired.
+	mu       sync.RWMutex
 	shutting bool
-	wg       sync.WaitGroup // one per accepted notification
+	// lastReload and lastReloadErr describe the last config reload.
+	lastReload    time.Time
+	lastReloadErr error
+	wg            sync.WaitGroup // one per accepted notification
 
 	// drainCtx is cancelled when the shutdown deadline passes: every
 	// notification still waiting is then answered shutting_down.
@@ -98,12 +119,12 @@ type backend struct {
 
 func newBackend(cfg *config.Config, log *slog.Logger) *backend {
 	b := &backend{
-		log:            log,
-		cfg:            cfg,
-		requestTimeout: cfg.RequestTimeout,
-		queueCap:       int64(cfg.QueueSize),
-		started:        time.Now(),
+		log:     log,
+		cfg:     cfg,
+		started: time.Now(),
 	}
+	b.requestTimeout.Store(int64(cfg.RequestTimeout))
+	b.queueCap.Store(int64(cfg.QueueSize))
 	b.drainCtx, b.drainCancel = context.WithCancel(context.Background())
 	empty := map[string]*appState{}
 	b.apps.Store(&empty)
@@ -116,59 +137,125 @@ func buildApps(cfg *config.Config, log *slog.Logger, now time.Time) (map[string]
 	apps := map[string]*appState{}
 	var errs []error
 	for i := range cfg.Apps {
-		ac := &cfg.Apps[i]
-		st := &appState{cfg: ac, envs: map[string]*envSender{}}
-		for _, ec := range []*config.EnvConfig{ac.Sandbox, ac.Production} {
-			if ec == nil {
-				continue
-			}
-			es, err := newEnvSender(st, ec, log, now)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("app %q %s: %w", ac.Name, ec.Name, err))
-				continue
-			}
-			st.envs[ec.Name] = es
+		st, err := buildApp(&cfg.Apps[i], log, now)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
-		apps[ac.Name] = st
+		apps[st.cfg.Name] = st
 	}
 	if len(errs) > 0 {
+		for _, st := range apps {
+			st.close()
+		}
 		return nil, errors.Join(errs...)
 	}
 	return apps, nil
 }
 
+// buildApp makes one app's senders; on error nothing is left open.
+func buildApp(ac *config.AppConfig, log *slog.Logger, now time.Time) (*appState, error) {
+	st := &appState{cfg: ac, envs: map[string]*envSender{}}
+	var errs []error
+	if ac.Token != nil {
+		key, err := apns.LoadTokenKey(ac.Token.KeyFile, ac.Token.KeyID, ac.Token.TeamID, now)
+		if err != nil {
+			return nil, fmt.Errorf("app %q token: %w", ac.Name, err)
+		}
+		warnReadable(log, ac.Name, ac.Token.KeyFile)
+		st.token = apns.NewTokenSource(key, apns.TokenOptions{})
+	}
+	for _, ec := range []*config.EnvConfig{ac.Sandbox, ac.Production} {
+		if ec == nil {
+			continue
+		}
+		es, err := newEnvSender(st, ec, log, now)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("app %q %s: %w", ac.Name, ec.Name, err))
+			continue
+		}
+		st.envs[ec.Name] = es
+	}
+	if len(errs) > 0 {
+		st.close()
+		return nil, errors.Join(errs...)
+	}
+	return st, nil
+}
+
+// start opens the app's connections.
+func (st *appState) start() {
+	for _, es := range st.envs {
+		es.client.Start()
+	}
+}
+
+// close closes the app's connections at once.
+func (st *appState) close() {
+	for _, es := range st.envs {
+		es.client.Close()
+	}
+}
+
+// retire closes each sender's connections once the notifications it
+// accepted are answered.
+func (st *appState) retire() {
+	for _, es := range st.envs {
+		go func() {
+			es.active.Wait()
+			es.client.Close()
+		}()
+	}
+}
+
 func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now time.Time) (*envSender, error) {
-	if ec.AuthKind() != "certificate" {
-		return nil, fmt.Errorf("token (.p8) authentication is not supported yet; configure cert_file/key_file or p12_file")
-	}
-	cert, err := apns.LoadCertificate(ec.Cert, now)
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range apns.KeyFileWarnings(ec.Cert) {
-		log.Warn(w, "app", app.cfg.Name, "env", ec.Name)
-	}
-	if !cert.Covers(app.cfg.Topic) {
-		log.Warn("certificate does not list the app's topic; APNs will likely answer TopicDisallowed",
-			"app", app.cfg.Name, "env", ec.Name, "topic", app.cfg.Topic, "cert_topics", strings.Join(cert.Topics, ","))
-	}
 	roots, err := rootCAs(ec.CAFile)
 	if err != nil {
 		return nil, err
 	}
-	cred := &credential{}
-	cred.cur.Store(cert)
-	client, err := apns.NewClient(apns.ClientOptions{
-		Endpoint:             ec.Endpoint,
-		RootCAs:              roots,
-		GetClientCertificate: cred.getClientCertificate,
-		Connections:          ec.Connections,
-		Logger:               log.With("component", "apns", "app", app.cfg.Name, "env", ec.Name),
-	})
+	es := &envSender{app: app, cfg: ec, cred: &credential{}}
+	opts := apns.ClientOptions{
+		Endpoint:    ec.Endpoint,
+		RootCAs:     roots,
+		Connections: ec.Connections,
+		Logger:      log.With("component", "apns", "app", app.cfg.Name, "env", ec.Name),
+	}
+	if ec.AuthKind() == "token" {
+		if app.token == nil {
+			return nil, fmt.Errorf("no credential: set cert_file or p12_file, or configure [apps.token]")
+		}
+		es.token = app.token
+		es.tokenFP = app.token.Info().KeyFingerprint
+		opts.Authorization = app.token.Authorization
+	} else {
+		cert, err := apns.LoadCertificate(ec.Cert, now)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range apns.KeyFileWarnings(ec.Cert) {
+			log.Warn(w, "app", app.cfg.Name, "env", ec.Name)
+		}
+		if !cert.Covers(app.cfg.Topic) {
+			log.Warn("certificate does not list the app's topic; APNs will likely answer TopicDisallowed",
+				"app", app.cfg.Name, "env", ec.Name, "topic", app.cfg.Topic, "cert_topics", strings.Join(cert.Topics, ","))
+		}
+		es.cred.cur.Store(cert)
+		opts.GetClientCertificate = es.cred.getClientCertificate
+	}
+	client, err := apns.NewClient(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &envSender{app: app, cfg: ec, client: client, cred: cred}, nil
+	es.client = client
+	return es, nil
+}
+
+// files lists the environment's credential files.
+func (es *envSender) files() []string {
+	if es.token != nil {
+		return []string{es.app.cfg.Token.KeyFile}
+	}
+	return es.cfg.Cert.Paths()
 }
 
 // rootCAs is the system pool plus the PEM certificates in caFile, if any.
@@ -194,8 +281,13 @@ func (b *backend) appMap() map[string]*appState { return *b.apps.Load() }
 
 // Submit implements ipc.Backend.
 func (b *backend) Submit(sr *ipc.SendRequest) (<-chan *ipc.Response, *ipc.Error) {
-	apps := b.appMap()
-	app, e := pickApp(apps, sr.App)
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.shutting {
+		b.refused.Add(1)
+		return nil, ipc.Errorf(ipc.CodeShuttingDown, true, "apnsd is shutting down; send again once it is back")
+	}
+	app, e := pickApp(b.appMap(), sr.App)
 	if e != nil {
 		b.refused.Add(1)
 		return nil, e
@@ -209,26 +301,22 @@ func (b *backend) Submit(sr *ipc.SendRequest) (<-chan *ipc.Response, *ipc.Error)
 		b.refused.Add(1)
 		return nil, ipc.Errorf(ipc.CodeBadRequest, false, "app %q has no %s environment configured", app.cfg.Name, envName)
 	}
+	if b.pending.Add(1) > b.queueCap.Load() {
+		b.pending.Add(-1)
+		b.refused.Add(1)
+		return nil, ipc.Errorf(ipc.CodeQueueFull, true, "queue is full (%d notifications waiting); retry later", b.queueCap.Load())
+	}
+	b.wg.Add(1)
+	es.active.Add(1)
+
 	n := sr.Notification
 	if n.Topic == "" {
 		n.Topic = app.cfg.Topic + topicSuffix[n.PushType]
 	}
-
-	b.mu.Lock()
-	if b.shutting {
-		b.mu.Unlock()
-		b.refused.Add(1)
-		return nil, ipc.Errorf(ipc.CodeShuttingDown, true, "apnsd is shutting down; send again once it is back")
+	if n.ApnsID == "" {
+		// Fixed here so that a retry carries the same apns-id.
+		n.ApnsID = apns.NewUUID()
 	}
-	if b.pending.Load() >= b.queueCap {
-		b.mu.Unlock()
-		b.refused.Add(1)
-		return nil, ipc.Errorf(ipc.CodeQueueFull, true, "queue is full (%d notifications waiting); retry later", b.queueCap)
-	}
-	b.pending.Add(1)
-	b.wg.Add(1)
-	b.mu.Unlock()
-
 	ch := make(chan *ipc.Response, 1)
 	go b.deliver(es, &n, ch)
 	return ch, nil
@@ -259,15 +347,63 @@ func appNames(apps map[string]*appState) []string {
 	return names
 }
 
-// deliver sends n and puts exactly one answer on ch.
+// deliver sends n and puts exactly one answer on ch. It retries what
+// Apple's guidance allows (see sendWithRetry) within the request timeout.
 func (b *backend) deliver(es *envSender, n *apns.Notification, ch chan<- *ipc.Response) {
 	defer b.wg.Done()
+	defer es.active.Done()
 	defer b.pending.Add(-1)
-	ctx, cancel := context.WithTimeout(b.drainCtx, b.requestTimeout)
+	ctx, cancel := context.WithTimeout(b.drainCtx, time.Duration(b.requestTimeout.Load()))
 	defer cancel()
-	res, err := es.client.Send(ctx, n)
-	r := b.answer(es, n, res, err)
-	ch <- r
+	res, err := b.sendWithRetry(ctx, es, n)
+	ch <- b.answer(es, n, res, err)
+}
+
+// Retry policy. Transient failures are sent again with exponential backoff
+// and jitter, within the request's deadline and keeping the same apns-id:
+// a connection that failed before APNs answered, 500, 503, and 429
+// TooManyRequests. Everything else APNs says is final. When the deadline
+// leaves no room for another try, the last answer from APNs is returned.
+const (
+	maxAttempts  = 5
+	retryBackoff = 100 * time.Millisecond
+	retryMax     = 5 * time.Second
+)
+
+func (b *backend) sendWithRetry(ctx context.Context, es *envSender, n *apns.Notification) (*apns.Response, error) {
+	backoff := retryBackoff
+	for attempt := 1; ; attempt++ {
+		res, err := es.client.Send(ctx, n)
+		var ce *apns.ConnError
+		switch {
+		case err == nil && !apns.Retryable(res.StatusCode, res.Reason):
+			return res, nil
+		case err != nil && !errors.As(err, &ce):
+			return nil, err // no connection, deadline, or closed: nothing to retry
+		}
+		if attempt >= maxAttempts {
+			return res, err
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+50*time.Millisecond {
+			return res, err
+		}
+		b.retries.Add(1)
+		b.log.Debug("retrying notification", "app", es.app.cfg.Name, "env", es.cfg.Name, "attempt", attempt+1, "apns_id", n.ApnsID, "after", describe(res, err))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return res, err
+		}
+		backoff = min(backoff*2, retryMax)
+	}
+}
+
+func describe(res *apns.Response, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d %s", res.StatusCode, res.Reason)
 }
 
 func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response, err error) *ipc.Response {
@@ -299,7 +435,7 @@ func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response
 	case errors.Is(err, apns.ErrUnavailable):
 		e = ipc.Errorf(ipc.CodeUnavailable, true, "%v", err)
 	case errors.Is(err, context.DeadlineExceeded):
-		e = ipc.Errorf(ipc.CodeTimeout, true, "no answer from APNs within %s", b.requestTimeout)
+		e = ipc.Errorf(ipc.CodeTimeout, true, "no answer from APNs within %s", time.Duration(b.requestTimeout.Load()))
 	case errors.As(err, &ce):
 		e = ipc.Errorf(ipc.CodeUnavailable, true, "%v (APNs may or may not have received it)", err)
 	case errors.Is(err, apns.ErrClosed):
@@ -339,7 +475,11 @@ func (b *backend) drain(ctx context.Context) (abandoned int64) {
 	case <-ctx.Done():
 		abandoned = b.pending.Load()
 		b.drainCancel()
-		<-done
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			b.log.Error("notifications still unanswered 5s after the shutdown deadline; exiting anyway", "count", b.pending.Load())
+		}
 		return abandoned
 	}
 }
@@ -353,6 +493,13 @@ func (b *backend) Status() *ipc.StatusReport {
 		Socket:        b.socket,
 		Config:        b.cfg.Path,
 	}
+	b.mu.RLock()
+	rep.LastReloadAt = b.lastReload
+	if b.lastReloadErr != nil {
+		rep.LastReloadError = b.lastReloadErr.Error()
+		rep.LastReloadErrorAt = b.lastReload
+	}
+	b.mu.RUnlock()
 	inFlight := 0
 	apps := b.appMap()
 	for _, name := range appNames(apps) {
@@ -370,7 +517,11 @@ func (b *backend) Status() *ipc.StatusReport {
 				Connections: cs.Connections, Target: cs.Target, InFlight: cs.InFlight,
 				LastConnErr: cs.LastError, Auth: es.cfg.AuthKind(),
 				Sent: es.sent.Load(), Failed: es.failed.Load(),
-				Files: es.cfg.Cert.Paths(),
+				Files: es.files(),
+			}
+			if es.token != nil {
+				ti := es.token.Info()
+				st.KeyID, st.TeamID, st.LoadedAt = ti.KeyID, ti.TeamID, ti.KeyLoadedAt
 			}
 			if cert := es.cred.cur.Load(); cert != nil {
 				st.CertSubject = cert.Subject
@@ -393,7 +544,8 @@ func (b *backend) Status() *ipc.StatusReport {
 	rep.Queue = ipc.QueueStatus{
 		Depth:    max(pending-inFlight, 0),
 		InFlight: inFlight,
-		Capacity: int(b.queueCap),
+		Capacity: int(b.queueCap.Load()),
+		Retries:  b.retries.Load(),
 		Sent:     b.sent.Load(),
 		Failed:   b.failed.Load(),
 		Refused:  b.refused.Load(),
@@ -425,6 +577,7 @@ func (b *backend) reloadCredentials(now time.Time) *ipc.ReloadReport {
 			}
 			where := name + "/" + envName
 			changed, err := es.reloadCredential(now)
+			es.setReloadErr(err, now)
 			switch {
 			case err != nil:
 				rep.Errors = append(rep.Errors, where+": "+err.Error())
@@ -440,15 +593,15 @@ func (b *backend) reloadCredentials(now time.Time) *ipc.ReloadReport {
 }
 
 func (es *envSender) reloadCredential(now time.Time) (changed bool, err error) {
+	if es.token != nil {
+		return es.reloadTokenKey(now)
+	}
 	cert, err := apns.LoadCertificate(es.cfg.Cert, now)
-	es.cred.mu.Lock()
-	defer es.cred.mu.Unlock()
 	if err != nil {
-		es.cred.lastErr = err
-		es.cred.lastErrAt = now
 		return false, err
 	}
-	es.cred.lastErr = nil
+	es.cred.mu.Lock()
+	defer es.cred.mu.Unlock()
 	old := es.cred.cur.Load()
 	if old != nil && old.Fingerprint == cert.Fingerprint {
 		return false, nil
@@ -456,4 +609,68 @@ func (es *envSender) reloadCredential(now time.Time) (changed bool, err error) {
 	es.cred.cur.Store(cert)
 	es.client.Rotate()
 	return true, nil
+}
+
+// senders lists every environment sender of the current apps, in a stable
+// order.
+func (b *backend) senders() []*envSender {
+	var out []*envSender
+	apps := b.appMap()
+	for _, name := range appNames(apps) {
+		for _, env := range []string{apns.Sandbox, apns.Production} {
+			if es := apps[name].envs[env]; es != nil {
+				out = append(out, es)
+			}
+		}
+	}
+	return out
+}
+
+// credentialFiles lists every credential file of the current apps.
+func (b *backend) credentialFiles() []string {
+	var files []string
+	for _, es := range b.senders() {
+		files = append(files, es.files()...)
+	}
+	return files
+}
+
+// setReloadErr records the outcome of a reload for status: err, or nil
+// for success.
+func (es *envSender) setReloadErr(err error, now time.Time) {
+	es.cred.mu.Lock()
+	defer es.cred.mu.Unlock()
+	es.cred.lastErr = err
+	if err != nil {
+		es.cred.lastErrAt = now
+	}
+}
+
+// reloadTokenKey re-reads the app's .p8 key. A different key is handed to
+// the shared token source (which mints with it at once) and this
+// environment moves to new connections.
+func (es *envSender) reloadTokenKey(now time.Time) (changed bool, err error) {
+	tc := es.app.cfg.Token
+	key, err := apns.LoadTokenKey(tc.KeyFile, tc.KeyID, tc.TeamID, now)
+	if err != nil {
+		return false, err
+	}
+	es.cred.mu.Lock()
+	defer es.cred.mu.Unlock()
+	if key.Fingerprint == es.tokenFP {
+		return false, nil
+	}
+	if es.token.Info().KeyFingerprint != key.Fingerprint {
+		es.token.SetKey(key)
+	}
+	es.tokenFP = key.Fingerprint
+	es.client.Rotate()
+	return true, nil
+}
+
+// warnReadable warns when a key file is readable by other users.
+func warnReadable(log *slog.Logger, app, path string) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 {
+		log.Warn(fmt.Sprintf("key file %s is readable by other users (mode %#o); chmod 600 it", path, fi.Mode().Perm()), "app", app)
+	}
 }

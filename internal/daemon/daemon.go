@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"sync"
 	"syscall"
@@ -34,10 +35,14 @@ type Daemon struct {
 	// activation, tests): apnsd must not unlink its socket file.
 	inherited bool
 
-	serveErr  chan error
-	reloadMu  sync.Mutex // serialises reloads
-	stopOnce  sync.Once
-	stopErr   error
+	serveErr chan error
+	reloadMu sync.Mutex // serialises reloads
+	stopOnce sync.Once
+	stopErr  error
+
+	watchOpts watchOptions
+	stopWatch chan struct{}
+	watchDone <-chan struct{}
 }
 
 // Options are the parts of a daemon that do not come from the config file.
@@ -48,6 +53,8 @@ type Options struct {
 	Listener net.Listener
 	// Now is the clock for certificate checks (default time.Now).
 	Now func() time.Time
+	// watch tunes the credential file watcher (tests).
+	watch watchOptions
 }
 
 // New loads every credential and prepares the APNs clients. It opens no
@@ -67,7 +74,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	}
 	be := newBackend(cfg, log.With("component", "daemon"))
 	be.apps.Store(&apps)
-	d := &Daemon{cfg: cfg, log: log, be: be, listener: o.Listener, inherited: o.Listener != nil}
+	d := &Daemon{cfg: cfg, log: log, be: be, listener: o.Listener, inherited: o.Listener != nil, watchOpts: o.watch}
 	be.reload = func(ctx context.Context) (*ipc.ReloadReport, error) { return d.Reload(ctx) }
 	d.srv = &ipc.Server{
 		Backend:      be,
@@ -83,9 +90,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 // once the socket accepts connections.
 func (d *Daemon) Start() error {
 	for _, app := range d.be.appMap() {
-		for _, es := range app.envs {
-			es.client.Start()
-		}
+		app.start()
 	}
 	if d.listener == nil {
 		l, err := ListenUnix(d.cfg.Socket.Path, d.cfg.Socket.Mode, d.cfg.Socket.Group)
@@ -98,6 +103,9 @@ func (d *Daemon) Start() error {
 	d.be.socket = d.SocketPath()
 	d.serveErr = make(chan error, 1)
 	go func() { d.serveErr <- d.srv.Serve(d.listener) }()
+	d.stopWatch = make(chan struct{})
+	d.watchDone = d.startWatcher(d.stopWatch, d.watchOpts)
+	d.warnExpiry(time.Now())
 	d.log.Info("apnsd ready", "version", Version, "socket", d.SocketPath(), "apps", len(d.be.appMap()))
 	return nil
 }
@@ -116,16 +124,98 @@ func (d *Daemon) Status() *ipc.StatusReport { return d.be.Status() }
 // ServeErr delivers an error if the socket server stops on its own.
 func (d *Daemon) ServeErr() <-chan error { return d.serveErr }
 
-// Reload re-reads credentials. It is safe to call concurrently; reloads run
-// one at a time.
+// Reload re-reads the config file (when the daemon has one) and every
+// credential. Apps added, removed or changed in the config take effect: new
+// ones connect, removed or replaced ones close once the notifications they
+// accepted are answered, unchanged ones keep their connections. An invalid
+// config, or a new or changed app whose credentials do not load, fails the
+// whole reload and the running config stays in use. Socket settings need a
+// restart. Reload is safe to call concurrently; reloads run one at a time.
 func (d *Daemon) Reload(ctx context.Context) (*ipc.ReloadReport, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	rep := d.be.reloadCredentials(time.Now())
+	rep := &ipc.ReloadReport{}
+	now := time.Now()
+	if d.cfg.Path != "" {
+		changes, err := d.reloadConfig(now)
+		d.be.mu.Lock()
+		d.be.lastReload = now
+		d.be.lastReloadErr = err
+		d.be.mu.Unlock()
+		if err != nil {
+			d.log.Error("config reload failed; the running config stays in use", "config", d.cfg.Path, "err", err)
+			rep.Errors = append(rep.Errors, err.Error())
+			return rep, ipc.Errorf(ipc.CodeReloadFailed, false, "config not reloaded, the running one stays in use: %v", err)
+		}
+		rep.Reloaded = append(rep.Reloaded, changes...)
+	}
+	creds := d.be.reloadCredentials(now)
+	rep.Reloaded = append(rep.Reloaded, creds.Reloaded...)
+	rep.Errors = append(rep.Errors, creds.Errors...)
 	if len(rep.Errors) > 0 {
 		return rep, ipc.Errorf(ipc.CodeReloadFailed, false, "%d credential(s) failed to reload; the previous ones stay in use: %s", len(rep.Errors), rep.Errors[0])
 	}
 	return rep, nil
+}
+
+// reloadConfig loads the config file again and applies the app changes.
+func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
+	cfg, err := config.Load(d.cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	var changes []string
+	if !reflect.DeepEqual(cfg.Socket, d.cfg.Socket) {
+		changes = append(changes, "socket settings changed; they take effect at the next restart")
+		cfg.Socket = d.cfg.Socket
+	}
+	old := d.be.appMap()
+	next := map[string]*appState{}
+	var built []*appState
+	for i := range cfg.Apps {
+		ac := &cfg.Apps[i]
+		if prev := old[ac.Name]; prev != nil && reflect.DeepEqual(*prev.cfg, *ac) {
+			next[ac.Name] = prev
+			continue
+		}
+		st, err := buildApp(ac, d.log, now)
+		if err != nil {
+			for _, b := range built {
+				b.close()
+			}
+			return nil, err
+		}
+		built = append(built, st)
+		next[ac.Name] = st
+		if old[ac.Name] == nil {
+			changes = append(changes, fmt.Sprintf("app %q added", ac.Name))
+		} else {
+			changes = append(changes, fmt.Sprintf("app %q changed", ac.Name))
+		}
+	}
+	for name := range old {
+		if next[name] == nil {
+			changes = append(changes, fmt.Sprintf("app %q removed", name))
+		}
+	}
+	for _, st := range built {
+		st.start()
+	}
+	d.be.mu.Lock()
+	d.be.apps.Store(&next)
+	d.be.requestTimeout.Store(int64(cfg.RequestTimeout))
+	d.be.queueCap.Store(int64(cfg.QueueSize))
+	d.be.mu.Unlock()
+	for name, st := range old {
+		if next[name] != st {
+			st.retire()
+		}
+	}
+	d.cfg = cfg
+	for _, c := range changes {
+		d.log.Info("config reloaded: " + c)
+	}
+	return changes, nil
 }
 
 // Shutdown stops gracefully: it stops accepting connections and
@@ -136,6 +226,10 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.stopOnce.Do(func() {
 		d.log.Info("shutting down: draining accepted notifications")
 		d.srv.StopAccepting()
+		if d.stopWatch != nil {
+			close(d.stopWatch)
+			<-d.watchDone
+		}
 		abandoned := d.be.drain(ctx)
 		if abandoned > 0 {
 			d.log.Warn("shutdown deadline passed; answered the rest shutting_down", "count", abandoned)
@@ -157,8 +251,25 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 
 func (d *Daemon) closeClients() {
 	for _, app := range d.be.appMap() {
-		for _, es := range app.envs {
-			es.client.Close()
+		app.close()
+	}
+}
+
+// expiryWarnDays: certificates closer to expiry than this are warned about
+// at start and daily.
+const expiryWarnDays = 30
+
+// warnExpiry logs a warning for each certificate expiring within
+// expiryWarnDays. It is called at start and daily by the watcher.
+func (d *Daemon) warnExpiry(now time.Time) {
+	for _, es := range d.be.senders() {
+		cert := es.cred.cur.Load()
+		if cert == nil {
+			continue
+		}
+		if left := cert.NotAfter.Sub(now); left < expiryWarnDays*24*time.Hour {
+			d.log.Warn("push certificate expires soon; renew it at developer.apple.com and replace the files (apnsd reloads them by itself)",
+				"app", es.app.cfg.Name, "env", es.cfg.Name, "not_after", cert.NotAfter.Format(time.RFC3339), "days_left", int(left.Hours()/24), "files", es.files())
 		}
 	}
 }

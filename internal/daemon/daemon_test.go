@@ -3,8 +3,10 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -39,6 +41,18 @@ type harnessOpts struct {
 	socket     string // extra [socket] TOML
 	sandboxURL string // override the sandbox endpoint
 	maxStreams uint32
+	watch      watchOptions
+	// sandboxFiles overrides how the sandbox credential is configured
+	// (TOML lines); the files are the test's to write.
+	sandboxFiles string
+}
+
+// harnessInit, when set, lays out extra credential files before the daemon
+// starts (see newHarnessWithInit).
+var harnessInit func(*harness, *pki.Issued)
+
+func tokenKeys(kid string, k *ecdsa.PrivateKey) map[string]*ecdsa.PublicKey {
+	return map[string]*ecdsa.PublicKey{kid: &k.PublicKey}
 }
 
 func shortTempDir(t *testing.T) string {
@@ -75,9 +89,15 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	must(t, h.sandboxCert.WriteFiles(filepath.Join(h.dir, "sb.crt"), filepath.Join(h.dir, "sb.key")))
 	must(t, h.prodCert.WriteFiles(filepath.Join(h.dir, "prod.pem"), ""))
 	must(t, os.WriteFile(filepath.Join(h.dir, "ca.pem"), serverCA.CertPEM, 0o644))
+	if harnessInit != nil {
+		harnessInit(h, h.sandboxCert)
+	}
 	sbURL := h.sandbox.URL
 	if o.sandboxURL != "" {
 		sbURL = o.sandboxURL
+	}
+	if o.sandboxFiles == "" {
+		o.sandboxFiles = "cert_file = \"sb.crt\"\n  key_file = \"sb.key\""
 	}
 	if !strings.Contains(o.top, "request_timeout") {
 		o.top += "\nrequest_timeout = \"10s\""
@@ -92,8 +112,7 @@ name = "app"
 topic = "com.example.app"
 default_env = "sandbox"
   [apps.sandbox]
-  cert_file = "sb.crt"
-  key_file = "sb.key"
+  %s
   endpoint = %q
   ca_file = "ca.pem"
   [apps.production]
@@ -101,12 +120,16 @@ default_env = "sandbox"
   endpoint = %q
   ca_file = "ca.pem"
   connections = 2
-`, o.top, h.sock, o.socket, sbURL, h.production.URL)
+`, o.top, h.sock, o.socket, o.sandboxFiles, sbURL, h.production.URL)
 	h.cfgPath = filepath.Join(h.dir, "apnsd.toml")
 	must(t, os.WriteFile(h.cfgPath, []byte(cfg), 0o644))
 	c, err := config.Load(h.cfgPath)
 	must(t, err)
-	h.d, err = New(c, Options{})
+	var log *slog.Logger
+	if os.Getenv("APNSD_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	h.d, err = New(c, Options{watch: o.watch, Logger: log})
 	must(t, err)
 	must(t, h.d.Start())
 	t.Cleanup(func() {
@@ -504,7 +527,7 @@ func TestGracefulShutdownAnswersEverything(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.sandbox.SetResponder(func(r *apnstest.Request) apnstest.Reply {
 		if strings.HasPrefix(r.DeviceToken, "51") {
-			return apnstest.Reply{Delay: 5 * time.Second}
+			return apnstest.Reply{Delay: 30 * time.Second}
 		}
 		return apnstest.Reply{Delay: 200 * time.Millisecond}
 	})
@@ -519,7 +542,8 @@ func TestGracefulShutdownAnswersEverything(t *testing.T) {
 	waitFor(t, func() bool { return h.d.Status().Queue.InFlight+h.d.Status().Queue.Depth == fast+slow })
 	done := make(chan struct{})
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// Long enough for the fast requests even on a loaded machine.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		h.d.Shutdown(ctx)
 		close(done)

@@ -4,12 +4,17 @@ import "time"
 
 // StatusReport is the body of a "status" answer.
 type StatusReport struct {
-	Started       time.Time   `json:"started"`
-	UptimeSeconds int64       `json:"uptime_s"`
-	Socket        string      `json:"socket,omitempty"`
-	Config        string      `json:"config,omitempty"`
-	Queue         QueueStatus `json:"queue"`
-	Apps          []AppStatus `json:"apps"`
+	Started       time.Time `json:"started"`
+	UptimeSeconds int64     `json:"uptime_s"`
+	Socket        string    `json:"socket,omitempty"`
+	Config        string    `json:"config,omitempty"`
+	// LastReloadError is the last config reload failure, if the last
+	// reload failed; the previous config is still in use.
+	LastReloadError   string      `json:"last_reload_error,omitempty"`
+	LastReloadErrorAt time.Time   `json:"last_reload_error_at,omitzero"`
+	LastReloadAt      time.Time   `json:"last_reload_at,omitzero"`
+	Queue             QueueStatus `json:"queue"`
+	Apps              []AppStatus `json:"apps"`
 }
 
 // QueueStatus counts notifications daemon-wide.
@@ -20,6 +25,7 @@ type QueueStatus struct {
 	Sent     uint64 `json:"sent"`   // APNs answered 200
 	Failed   uint64 `json:"failed"` // APNs refused, or could not be delivered
 	Refused  uint64 `json:"refused"`
+	Retries  uint64 `json:"retries"` // extra attempts made under the retry policy
 }
 
 // AppStatus describes one configured app.

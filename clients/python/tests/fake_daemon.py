@@ -1,0 +1,285 @@
+"""A fake apnsd for unit tests: a threaded Unix-socket server speaking the
+line protocol with canned answers.
+
+Canned behaviour (by op, then by the cleaned device token):
+  ping / status / reload         -> ok answers
+  token not even-length hex      -> error invalid_token
+  app not in {None, "demo"}      -> error unknown_app
+  wait == false                  -> {"ok":true,"queued":true}
+  token 0410...                  -> 410 Unregistered (+timestamp)
+  token 0400...                  -> 400 BadDeviceToken
+  token 0403 / 0429 / 0500 / 0503 -> 403 / 429 / 500 / 503
+  payload (with shorthands) > 4096 bytes -> error payload_too_large
+  line > 64 KiB                  -> error line_too_long (no id)
+  anything else                  -> 200 with a fresh apns_id
+
+Test hooks, selected by the token of a send:
+  ffd0...  read the request, then close the connection without answering
+  ff51...  sleep `slow_seconds` before answering
+  ff6a...  answer a line that is not JSON
+  ffa7...  answer a JSON array
+  ff1d...  answer with a wrong id
+  ff0d...  answer without an id
+  ff10...  answer like a too-long line (error line_too_long, no id)
+  ffe0...  echo the request payload back in the answer (makes answers big)
+
+Server-wide knobs (attributes): close_after (close each connection after
+that many answers), drop_first_ping, crlf (answer with \\r\\n), blank_lines
+(send an empty line before each answer).
+"""
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+HEX = set("0123456789abcdefABCDEF")
+
+
+def clean_token(token):
+    if not isinstance(token, str):
+        return None
+    t = "".join(ch for ch in token if ch not in "<> \t\r\n")
+    if not t or len(t) % 2 or any(ch not in HEX for ch in t):
+        return None
+    return t.lower()
+
+
+class FakeDaemon(object):
+    def __init__(self, path):
+        self.path = path
+        self.requests = []          # every parsed request, in arrival order
+        self.raw_lines = []         # every raw line (bytes, including "\n")
+        self.connections = 0
+        self.close_after = None
+        self.refuse_connections = None   # e.g. "forbidden": error line, then hang up
+        self.drop_first_ping = False
+        self.crlf = False
+        self.blank_lines = False
+        self.slow_seconds = 1.0
+        self.require_content = False   # like apnsd: a send needs payload or a shorthand
+        self._pings = 0
+        self._lock = threading.Lock()
+        self._listener = None
+        self._threads = []
+        self._conns = []
+        self._stopping = False
+
+    # -------------------------------------------------------------- control
+
+    def start(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.path)
+        s.listen(64)
+        self._listener = s
+        t = threading.Thread(target=self._accept_loop, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self):
+        self._stopping = True
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        for t in self._threads:
+            t.join(5)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def wait_closed(self, timeout=5.0):
+        """Wait until the fake has closed every connection it accepted."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._conns:
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def count(self, op="send", token_prefix=""):
+        with self._lock:
+            return sum(1 for r in self.requests
+                       if isinstance(r, dict) and r.get("op", "send") == op
+                       and str(r.get("token", "")).startswith(token_prefix))
+
+    # ------------------------------------------------------------- internals
+
+    def _accept_loop(self):
+        while not self._stopping:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _serve(self, conn):
+        f = conn.makefile("rb")
+        answered = 0
+        try:
+            if self.refuse_connections:
+                conn.sendall(self._line({"ok": False, "error": self.refuse_connections,
+                                         "message": "peer not allowed", "retryable": False}))
+                return
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                with self._lock:
+                    self.raw_lines.append(line)
+                if not line.strip():
+                    continue
+                out = self._answer(line)
+                if out is None:       # hook: hang up without answering
+                    return
+                if self.blank_lines:
+                    out = b"\n" + out
+                if self.crlf:
+                    out = out[:-1] + b"\r\n"
+                conn.sendall(out)
+                answered += 1
+                if self.close_after is not None and answered >= self.close_after:
+                    return
+        except OSError:
+            return
+        finally:
+            f.close()
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+            with self._lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
+
+    @staticmethod
+    def _line(obj):
+        return json.dumps(obj).encode("utf-8") + b"\n"
+
+    def _answer(self, line):
+        if len(line) > 64 * 1024:
+            with self._lock:
+                self.requests.append(None)
+            return self._line({"ok": False, "error": "line_too_long",
+                               "message": "line too long", "retryable": False})
+        try:
+            req = json.loads(line.decode("utf-8"))
+        except ValueError:
+            with self._lock:
+                self.requests.append(None)
+            return self._line({"ok": False, "error": "bad_json", "message": "bad JSON",
+                               "retryable": False})
+        with self._lock:
+            self.requests.append(req)
+        if not isinstance(req, dict):
+            return self._line({"ok": False, "error": "bad_request",
+                               "message": "not an object", "retryable": False})
+        rid = req.get("id")
+        base = {"id": rid} if "id" in req else {}
+        op = req.get("op", "send")
+        if op == "ping":
+            with self._lock:
+                self._pings += 1
+                drop = self.drop_first_ping and self._pings == 1
+            if drop:
+                return None
+            return self._line(dict(base, ok=True, pong=True, version="fake-1"))
+        if op == "status":
+            return self._line(dict(base, ok=True, apps={"demo": {"sandbox": {"state": "up"}}}))
+        if op == "reload":
+            return self._line(dict(base, ok=True))
+        if op != "send":
+            return self._line(dict(base, ok=False, error="unknown_op", message=op,
+                                   retryable=False))
+        raw_token = req.get("token")
+        token = clean_token(raw_token)
+        hook = token[:4] if token else ""
+        if hook == "ffd0":
+            return None
+        if hook == "ff51":
+            time.sleep(self.slow_seconds)
+        if hook == "ff6a":
+            return b"this is not json\n"
+        if hook == "ffa7":
+            return b"[1,2,3]\n"
+        if hook == "ff1d":
+            return self._line(dict(base, id="not-" + str(rid), ok=True, status=200))
+        if hook == "ff0d":
+            return self._line({"ok": True, "status": 200})
+        if hook == "ff10":
+            return self._line({"ok": False, "error": "line_too_long",
+                               "message": "line too long", "retryable": False})
+        if token is None:
+            return self._line(dict(base, ok=False, error="invalid_token",
+                                   message="bad token %r" % raw_token, retryable=False))
+        if req.get("app") not in (None, "demo"):
+            return self._line(dict(base, ok=False, error="unknown_app",
+                                   message="no app %r" % req.get("app"), retryable=False))
+        payload = req.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            return self._line(dict(base, ok=False, error="bad_request",
+                                   message="payload must be an object", retryable=False))
+        if self.require_content and payload is None and not any(
+                k in req for k in ("alert", "badge", "sound")):
+            return self._line(dict(base, ok=False, error="bad_request",
+                                   message="nothing to send", retryable=False))
+        aps = dict((payload or {}).get("aps") or {})
+        for key in ("alert", "badge", "sound"):
+            if key in req:
+                if key in aps:
+                    return self._line(dict(base, ok=False, error="bad_request",
+                                           message="%s given twice" % key, retryable=False))
+                aps[key] = req[key]
+        full = dict(payload or {}, aps=aps)
+        if len(json.dumps(full, separators=(",", ":"))) > 4096:
+            return self._line(dict(base, ok=False, error="payload_too_large",
+                                   message="too big", retryable=False))
+        if req.get("wait") is False:
+            return self._line(dict(base, ok=True, queued=True))
+        resp = dict(base, echo_token=token)
+        if hook == "ffe0":
+            resp["echo_payload"] = req.get("payload")
+        apns_id = req.get("apns_id") or str(uuid.uuid4())
+        if token.startswith("0410"):
+            resp.update(ok=False, status=410, reason="Unregistered", apns_id=apns_id,
+                        timestamp=1700000000000)
+        elif token.startswith("0400"):
+            resp.update(ok=False, status=400, reason="BadDeviceToken", apns_id=apns_id)
+        elif token.startswith("0403"):
+            resp.update(ok=False, status=403, reason="Forbidden", apns_id=apns_id)
+        elif token.startswith("0429"):
+            resp.update(ok=False, status=429, reason="TooManyRequests", apns_id=apns_id)
+        elif token.startswith("0500"):
+            resp.update(ok=False, status=500, reason="InternalServerError", apns_id=apns_id)
+        elif token.startswith("0503"):
+            resp.update(ok=False, status=503, reason="ServiceUnavailable", apns_id=apns_id)
+        else:
+            resp.update(ok=True, status=200, apns_id=apns_id)
+        return self._line(resp)

@@ -1,0 +1,63 @@
+// Command apnsbench measures apnsd's throughput: concurrent pipelining
+// socket clients through an in-process daemon to an HTTP/2 sink, then the
+// same load straight to the same sink from an in-process HTTP/2 client.
+// See docs/performance.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/apnsd/apnsd/internal/bench"
+	"github.com/apnsd/apnsd/internal/daemon"
+)
+
+func main() {
+	var o bench.RunOptions
+	var logLevel string
+	var h2load bool
+	var h2loadPath string
+	flag.IntVar(&o.Clients, "clients", 8, "concurrent socket clients (direct path: clients*pipeline senders)")
+	flag.IntVar(&o.Pipeline, "pipeline", 64, "requests each socket client keeps outstanding")
+	flag.IntVar(&o.N, "n", 50000, "notifications per phase")
+	flag.DurationVar(&o.Duration, "duration", 0, "run each phase this long instead of -n notifications")
+	flag.IntVar(&o.Warmup, "warmup", 0, "unmeasured notifications per phase first (default 2*clients*pipeline)")
+	flag.IntVar(&o.Conns, "conns", 2, "HTTP/2 connections to the sink (daemon and direct client alike)")
+	flag.IntVar(&o.MaxStreams, "streams", 1000, "SETTINGS_MAX_CONCURRENT_STREAMS the sink advertises")
+	flag.StringVar(&o.Sink, "sink", bench.SinkStandin, "sink: standin (in-process apnstest) or nghttpd")
+	flag.StringVar(&o.Nghttpd, "nghttpd", "/usr/sbin/nghttpd", "nghttpd binary (Debian: nghttp2-server)")
+	flag.BoolVar(&h2load, "h2load", false, "also run h2load against a separate nghttpd for the machine's ceiling")
+	flag.StringVar(&h2loadPath, "h2load-bin", "/usr/bin/h2load", "h2load binary (Debian: nghttp2-client)")
+	flag.StringVar(&logLevel, "log-level", "warn", "daemon log level (debug logging distorts the numbers)")
+	flag.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the daemon phase to this file")
+	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	flag.Parse()
+	if h2load {
+		o.H2load = h2loadPath
+	}
+	log, err := daemon.NewLogger(os.Stderr, "text", logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "apnsbench:", err)
+		os.Exit(2)
+	}
+	o.Logger = log
+	o.Out = os.Stderr
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	rep, err := bench.Run(ctx, o)
+	if rep != nil && err == nil {
+		rep.Print(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "apnsbench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,426 @@
+package daemon
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apnsd/apnsd/internal/apnstest"
+	"github.com/apnsd/apnsd/internal/config"
+	"github.com/apnsd/apnsd/internal/ipc"
+	"github.com/apnsd/apnsd/internal/pki"
+)
+
+// fastWatch makes the watcher react in test time, and disables the poll so
+// that only fsnotify events can trigger a reload.
+var fastWatch = watchOptions{Debounce: 50 * time.Millisecond, Settle: 2 * time.Second, Poll: time.Hour, Retry: 100 * time.Millisecond}
+
+func (h *harness) newSandboxCert() *pki.Issued {
+	h.t.Helper()
+	c, err := h.sandboxCA.PushCert(pki.PushCertOptions{Topic: "com.example.app"})
+	must(h.t, err)
+	return c
+}
+
+// waitPresents sends on the sandbox until the stand-in sees cert; every
+// send must succeed meanwhile.
+func (h *harness) waitPresents(c *conn, cert *x509.Certificate) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := c.do(`{"token":"aa","alert":"x"}`); m["ok"] != true {
+			h.t.Fatalf("send failed while waiting for the new certificate: %v", m)
+		}
+		reqs := h.sandbox.Requests()
+		if reqs[len(reqs)-1].ClientCert.Equal(cert) {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatal("the stand-in never saw the new certificate")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func writeAtomic(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	must(t, os.WriteFile(tmp, data, 0o600))
+	must(t, os.Rename(tmp, path))
+}
+
+func symlinkAtomic(t *testing.T, target, link string) {
+	t.Helper()
+	tmp := link + ".tmp"
+	os.Remove(tmp)
+	must(t, os.Symlink(target, tmp))
+	must(t, os.Rename(tmp, link)) // what `ln -sfn` and Kubernetes do
+}
+
+func TestHotReloadReplacementStyles(t *testing.T) {
+	type setup struct {
+		files string                                                    // sandbox credential TOML
+		init  func(h *harness, cert *pki.Issued)                        // lay out the first credential
+		swap  func(t *testing.T, h *harness, cert *pki.Issued, gen int) // replace it
+	}
+	cases := map[string]setup{
+		"rewrite in place (cert, then key)": {
+			files: `cert_file = "sb.crt"` + "\n  " + `key_file = "sb.key"`,
+			swap: func(t *testing.T, h *harness, c *pki.Issued, _ int) {
+				// Truncate-then-write, one file after the other: between
+				// the two the pair does not match and must not be used.
+				must(t, os.WriteFile(filepath.Join(h.dir, "sb.crt"), c.CertPEM, 0o644))
+				time.Sleep(150 * time.Millisecond)
+				must(t, os.WriteFile(filepath.Join(h.dir, "sb.key"), c.KeyPEM, 0o600))
+			},
+		},
+		"write temp then rename": {
+			files: `cert_file = "sb.crt"` + "\n  " + `key_file = "sb.key"`,
+			swap: func(t *testing.T, h *harness, c *pki.Issued, _ int) {
+				writeAtomic(t, filepath.Join(h.dir, "sb.key"), c.KeyPEM)
+				writeAtomic(t, filepath.Join(h.dir, "sb.crt"), c.CertPEM)
+			},
+		},
+		"combined PEM rename": {
+			files: `cert_file = "combined.pem"`,
+			init: func(h *harness, c *pki.Issued) {
+				must(h.t, c.WriteFiles(filepath.Join(h.dir, "combined.pem"), ""))
+			},
+			swap: func(t *testing.T, h *harness, c *pki.Issued, _ int) {
+				writeAtomic(t, filepath.Join(h.dir, "combined.pem"), append(append([]byte{}, c.CertPEM...), c.KeyPEM...))
+			},
+		},
+		"kubernetes ..data symlink swap": {
+			files: `cert_file = "secret/tls.crt"` + "\n  " + `key_file = "secret/tls.key"`,
+			init: func(h *harness, c *pki.Issued) {
+				sec := filepath.Join(h.dir, "secret")
+				must(h.t, c.WriteFiles(filepath.Join(sec, "..v0", "tls.crt"), filepath.Join(sec, "..v0", "tls.key")))
+				must(h.t, os.Symlink("..v0", filepath.Join(sec, "..data")))
+				must(h.t, os.Symlink("..data/tls.crt", filepath.Join(sec, "tls.crt")))
+				must(h.t, os.Symlink("..data/tls.key", filepath.Join(sec, "tls.key")))
+			},
+			swap: func(t *testing.T, h *harness, c *pki.Issued, gen int) {
+				sec := filepath.Join(h.dir, "secret")
+				v := fmt.Sprintf("..v%d", gen)
+				must(t, c.WriteFiles(filepath.Join(sec, v, "tls.crt"), filepath.Join(sec, v, "tls.key")))
+				symlinkAtomic(t, v, filepath.Join(sec, "..data"))
+			},
+		},
+		"certbot live/ links to archive/": {
+			files: `cert_file = "live/cert.pem"` + "\n  " + `key_file = "live/privkey.pem"`,
+			init: func(h *harness, c *pki.Issued) {
+				must(h.t, c.WriteFiles(filepath.Join(h.dir, "archive", "cert0.pem"), filepath.Join(h.dir, "archive", "privkey0.pem")))
+				must(h.t, os.MkdirAll(filepath.Join(h.dir, "live"), 0o755))
+				must(h.t, os.Symlink("../archive/cert0.pem", filepath.Join(h.dir, "live", "cert.pem")))
+				must(h.t, os.Symlink("../archive/privkey0.pem", filepath.Join(h.dir, "live", "privkey.pem")))
+			},
+			swap: func(t *testing.T, h *harness, c *pki.Issued, gen int) {
+				must(t, c.WriteFiles(filepath.Join(h.dir, "archive", fmt.Sprintf("cert%d.pem", gen)), filepath.Join(h.dir, "archive", fmt.Sprintf("privkey%d.pem", gen))))
+				symlinkAtomic(t, fmt.Sprintf("../archive/privkey%d.pem", gen), filepath.Join(h.dir, "live", "privkey.pem"))
+				symlinkAtomic(t, fmt.Sprintf("../archive/cert%d.pem", gen), filepath.Join(h.dir, "live", "cert.pem"))
+			},
+		},
+		"ln -sfn of the directory": {
+			files: `cert_file = "current/c.pem"` + "\n  " + `key_file = "current/k.pem"`,
+			init: func(h *harness, c *pki.Issued) {
+				must(h.t, c.WriteFiles(filepath.Join(h.dir, "v0", "c.pem"), filepath.Join(h.dir, "v0", "k.pem")))
+				must(h.t, os.Symlink("v0", filepath.Join(h.dir, "current")))
+			},
+			swap: func(t *testing.T, h *harness, c *pki.Issued, gen int) {
+				v := fmt.Sprintf("v%d", gen)
+				must(t, c.WriteFiles(filepath.Join(h.dir, v, "c.pem"), filepath.Join(h.dir, v, "k.pem")))
+				symlinkAtomic(t, v, filepath.Join(h.dir, "current"))
+			},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := newHarnessWithInit(t, harnessOpts{watch: fastWatch, sandboxFiles: tc.files}, tc.init)
+			c := h.dial()
+			for gen := 1; gen <= 2; gen++ {
+				next := h.newSandboxCert()
+				tc.swap(t, h, next, gen)
+				h.waitPresents(c, next.Cert)
+			}
+			if e := h.d.Status().Apps[0].Envs[0]; e.LastReloadError != "" {
+				t.Errorf("status shows a reload error after good swaps: %s", e.LastReloadError)
+			}
+		})
+	}
+}
+
+// newHarnessWithInit lays out the first sandbox credential with init (when
+// set) before the daemon starts.
+func newHarnessWithInit(t *testing.T, o harnessOpts, init func(*harness, *pki.Issued)) *harness {
+	if init == nil {
+		return newHarness(t, o)
+	}
+	prev := harnessInit
+	harnessInit = init
+	defer func() { harnessInit = prev }()
+	return newHarness(t, o)
+}
+
+func TestHotReloadBadMaterialKeepsOldAndRecovers(t *testing.T) {
+	w := fastWatch
+	w.Settle = 300 * time.Millisecond
+	h := newHarness(t, harnessOpts{watch: w})
+	c := h.dial()
+	if m := c.do(`{"token":"aa","alert":"x"}`); m["ok"] != true {
+		t.Fatal(m)
+	}
+	must(t, os.WriteFile(filepath.Join(h.dir, "sb.crt"), []byte("-----BEGIN CERTIFICATE-----\ngarbage\n"), 0o644))
+	waitFor(t, func() bool { return h.d.Status().Apps[0].Envs[0].LastReloadError != "" })
+	e := h.d.Status().Apps[0].Envs[0]
+	if !strings.Contains(e.LastReloadError, "sb.crt") || e.LastReloadErrorAt.IsZero() {
+		t.Errorf("reload error does not name the file or time: %+v", e)
+	}
+	// The old certificate keeps working, on the same connection.
+	before := h.sandbox.Connections()
+	for range 5 {
+		if m := c.do(`{"token":"aa","alert":"x"}`); m["ok"] != true {
+			t.Fatalf("send with the old certificate: %v", m)
+		}
+	}
+	if h.sandbox.Connections() != before {
+		t.Errorf("a refused reload replaced connections")
+	}
+	// Good material appears: recovered without any command.
+	next := h.newSandboxCert()
+	must(t, next.WriteFiles(filepath.Join(h.dir, "sb.crt"), filepath.Join(h.dir, "sb.key")))
+	h.waitPresents(c, next.Cert)
+	waitFor(t, func() bool { return h.d.Status().Apps[0].Envs[0].LastReloadError == "" })
+}
+
+func TestHotReloadExpiredCertificateRefused(t *testing.T) {
+	w := fastWatch
+	w.Settle = 200 * time.Millisecond
+	h := newHarness(t, harnessOpts{watch: w})
+	old, err := h.sandboxCA.PushCert(pki.PushCertOptions{Topic: "com.example.app", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	must(t, err)
+	must(t, old.WriteFiles(filepath.Join(h.dir, "sb.crt"), filepath.Join(h.dir, "sb.key")))
+	waitFor(t, func() bool {
+		return strings.Contains(h.d.Status().Apps[0].Envs[0].LastReloadError, "expired")
+	})
+	c := h.dial()
+	h.waitPresents(c, h.sandboxCert.Cert)
+}
+
+// Rotation under continuous load: no request fails or is lost.
+func TestRotationUnderLoadLosesNothing(t *testing.T) {
+	h := newHarness(t, harnessOpts{watch: fastWatch})
+	h.sandbox.SetResponder(func(*apnstest.Request) apnstest.Reply { return apnstest.Reply{Delay: 2 * time.Millisecond} })
+	stop := make(chan struct{})
+	var okCount, bad atomic.Int64
+	var wg sync.WaitGroup
+	for ci := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := h.dial()
+			sent := make(chan int, 64)
+			go func() {
+				defer close(sent)
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c.cn.WriteLine([]byte(fmt.Sprintf(`{"id":%d,"token":"%04x","alert":"x"}`, i, ci)))
+					sent <- i
+				}
+			}()
+			for i := range sent {
+				m := c.read()
+				if m["id"] != float64(i) || m["ok"] != true {
+					bad.Add(1)
+					t.Errorf("conn %d request %d: %v", ci, i, m)
+					continue
+				}
+				okCount.Add(1)
+			}
+		}()
+	}
+	var certs []*pki.Issued
+	for range 3 {
+		time.Sleep(300 * time.Millisecond)
+		next := h.newSandboxCert()
+		certs = append(certs, next)
+		writeAtomic(t, filepath.Join(h.dir, "sb.key"), next.KeyPEM)
+		writeAtomic(t, filepath.Join(h.dir, "sb.crt"), next.CertPEM)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d requests failed during rotation", bad.Load())
+	}
+	if int(okCount.Load()) != h.sandbox.Accepted() {
+		t.Errorf("daemon answered ok %d times, stand-in accepted %d", okCount.Load(), h.sandbox.Accepted())
+	}
+	seen := map[string]bool{}
+	for _, r := range h.sandbox.Requests() {
+		seen[string(r.ClientCert.Raw)] = true
+	}
+	for i, c := range certs {
+		if i == len(certs)-1 && !seen[string(c.Cert.Raw)] {
+			t.Errorf("the last rotated certificate was never presented")
+		}
+	}
+	t.Logf("%d notifications, %d certificates seen, %d connections", okCount.Load(), len(seen), h.sandbox.Connections())
+	waitFor(t, func() bool { return h.sandbox.OpenConnections() == 1 })
+}
+
+func TestConfigReload(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	c := h.dial()
+	orig, err := os.ReadFile(h.cfgPath)
+	must(t, err)
+	// Add an app that uses the production stand-in with its own cert.
+	other, err := h.prodCA.PushCert(pki.PushCertOptions{Topic: "com.example.other", Production: true})
+	must(t, err)
+	must(t, other.WriteFiles(filepath.Join(h.dir, "other.pem"), ""))
+	added := string(orig) + fmt.Sprintf(`
+[[apps]]
+name = "other"
+topic = "com.example.other"
+  [apps.production]
+  cert_file = "other.pem"
+  endpoint = %q
+  ca_file = "ca.pem"
+`, h.production.URL)
+	must(t, os.WriteFile(h.cfgPath, []byte(added), 0o644))
+	m := c.do(`{"op":"reload"}`)
+	if m["ok"] != true || !strings.Contains(fmt.Sprint(m["reloaded"]), `app "other" added`) {
+		t.Fatalf("reload: %v", m)
+	}
+	if m := c.do(`{"token":"aa","alert":"x","app":"other"}`); m["ok"] != true {
+		t.Fatalf("send to the added app: %v", m)
+	}
+	if m := c.do(`{"token":"aa","alert":"x"}`); m["error"] != ipc.CodeUnknownApp {
+		t.Errorf("with two apps, a send without app must name one: %v", m)
+	}
+	sandboxConns := h.sandbox.Connections()
+	// An invalid config is refused; the running one stays.
+	must(t, os.WriteFile(h.cfgPath, []byte(added+"\nqueue_sise = 1\n"), 0o644))
+	m = c.do(`{"op":"reload"}`)
+	wantErr(t, m, ipc.CodeReloadFailed)
+	if !strings.Contains(m["message"].(string), "queue_sise") {
+		t.Errorf("reload error does not name the key: %v", m)
+	}
+	if st := h.d.Status(); st.LastReloadError == "" {
+		t.Error("status does not show the failed config reload")
+	}
+	if m := c.do(`{"token":"aa","alert":"x","app":"other"}`); m["ok"] != true {
+		t.Fatalf("send after a refused reload: %v", m)
+	}
+	// A config whose new app has a broken credential is refused whole.
+	broken := added + `
+[[apps]]
+name = "broken"
+topic = "com.example.broken"
+  [apps.production]
+  cert_file = "missing.pem"
+`
+	must(t, os.WriteFile(h.cfgPath, []byte(broken), 0o644))
+	m = c.do(`{"op":"reload"}`)
+	wantErr(t, m, ipc.CodeReloadFailed)
+	// Remove the added app again.
+	must(t, os.WriteFile(h.cfgPath, orig, 0o644))
+	if m := c.do(`{"op":"reload"}`); m["ok"] != true || !strings.Contains(fmt.Sprint(m["reloaded"]), `app "other" removed`) {
+		t.Fatalf("reload: %v", m)
+	}
+	if m := c.do(`{"token":"aa","alert":"x","app":"other"}`); m["error"] != ipc.CodeUnknownApp {
+		t.Errorf("removed app still answers: %v", m)
+	}
+	if m := c.do(`{"token":"aa","alert":"x"}`); m["ok"] != true {
+		t.Errorf("unchanged app: %v", m)
+	}
+	if st := h.d.Status(); st.LastReloadError != "" {
+		t.Errorf("status still shows an old reload error: %s", st.LastReloadError)
+	}
+	if h.sandbox.Connections() != sandboxConns {
+		t.Errorf("an unchanged app reconnected on reload (%d -> %d connections)", sandboxConns, h.sandbox.Connections())
+	}
+}
+
+func TestTokenAuthEndToEnd(t *testing.T) {
+	dir := shortTempDir(t)
+	key, p8, err := pki.NewP8Key()
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "AuthKey_ABCDE12345.p8"), p8, 0o600))
+	srv, err := apnstest.New(apnstest.Options{TokenKeys: tokenKeys("ABCDE12345", key)})
+	must(t, err)
+	t.Cleanup(srv.Close)
+	must(t, os.WriteFile(filepath.Join(dir, "ca.pem"), srv.CACertPEM(), 0o644))
+	cfgPath := filepath.Join(dir, "apnsd.toml")
+	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+[socket]
+path = %q
+[[apps]]
+name = "tok"
+topic = "com.example.tok"
+  [apps.token]
+  key_file = "AuthKey_ABCDE12345.p8"
+  key_id = "ABCDE12345"
+  team_id = "TEAM123456"
+  [apps.production]
+  endpoint = %q
+  ca_file = "ca.pem"
+`, filepath.Join(dir, "s.sock"), srv.URL)), 0o644))
+	cfg, err := config.Load(cfgPath)
+	must(t, err)
+	d, err := New(cfg, Options{watch: fastWatch})
+	must(t, err)
+	must(t, d.Start())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
+	})
+	cn, err := (&ipc.Client{Socket: cfg.Socket.Path}).Connect(context.Background())
+	must(t, err)
+	defer cn.Close()
+	r, err := cn.Do(context.Background(), map[string]any{"token": "aa", "alert": "x"})
+	must(t, err)
+	if !r.OK {
+		t.Fatalf("token-auth send: %+v", r)
+	}
+	req := srv.Requests()[0]
+	if !strings.HasPrefix(req.Header.Get("authorization"), "bearer ") || req.Header.Get("apns-topic") != "com.example.tok" {
+		t.Errorf("headers: %v", req.Header)
+	}
+	st := d.Status().Apps[0].Envs[0]
+	if st.Auth != "token" || st.KeyID != "ABCDE12345" || st.TeamID != "TEAM123456" {
+		t.Errorf("status: %+v", st)
+	}
+	// A new .p8 is picked up by the watcher; the stand-in only trusts the
+	// new key from now on.
+	key2, p82, err := pki.NewP8Key()
+	must(t, err)
+	srv.Close()
+	srv2, err := apnstest.New(apnstest.Options{Addr: srv.Addr(), CA: srv.CA, TokenKeys: tokenKeys("ABCDE12345", key2)})
+	must(t, err)
+	t.Cleanup(srv2.Close)
+	writeAtomic(t, filepath.Join(dir, "AuthKey_ABCDE12345.p8"), p82)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r, err := cn.Do(context.Background(), map[string]any{"token": "aa", "alert": "x"})
+		must(t, err)
+		if r.OK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never sent with the new key: %+v", r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
