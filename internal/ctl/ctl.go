@@ -43,6 +43,8 @@ Commands:
   status   show connections, credentials and counters (-json for JSON)
   reload   re-read credentials now
   check    validate a config file and its credentials without a daemon
+  unregistered
+           list device tokens APNs answered 410 for (from unregistered_file)
   version  print apnsctl's version
 
 Exit codes: 0 delivered/ok, 1 refused by APNs, 2 refused by apnsd (or reload
@@ -95,6 +97,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return c.simple(rest, "reload")
 	case "check":
 		return c.check(rest)
+	case "unregistered":
+		return c.unregistered(rest)
 	case "version":
 		fmt.Fprintln(stdout, "apnsctl", Version)
 		return ExitOK
@@ -483,5 +487,80 @@ func (c *cli) check(args []string) int {
 		return ExitRefused
 	}
 	fmt.Fprintf(c.stdout, "%s: OK (%d app(s))\n", *path, len(cfg.Apps))
+	return ExitOK
+}
+
+// unregistered lists the records of the unregistered file: tokens APNs
+// answered 410 for, which apps should delete.
+func (c *cli) unregistered(args []string) int {
+	fs := flag.NewFlagSet("apnsctl unregistered", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	path := fs.String("file", "", "the unregistered file (default: ask apnsd for its unregistered_file)")
+	since := fs.Duration("since", 0, "only records newer than this (e.g. 24h)")
+	app := fs.String("app", "", "only this app")
+	asJSON := fs.Bool("json", false, "print the records as JSON lines")
+	if fs.Parse(args) != nil || fs.NArg() > 0 {
+		return ExitUsage
+	}
+	if *path == "" {
+		ctx, cancel := c.ctx()
+		defer cancel()
+		r, err := c.client.Do(ctx, map[string]string{"op": "status"})
+		if err != nil {
+			return c.fail(err)
+		}
+		if r.StatusReport == nil || r.StatusReport.Unregistered == "" {
+			fmt.Fprintln(c.stderr, "apnsctl: apnsd has no unregistered_file configured (set it in apnsd.toml, or give -file)")
+			return ExitRefused
+		}
+		*path = r.StatusReport.Unregistered
+	}
+	f, err := os.Open(*path)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "apnsctl: %v\n", err)
+		return ExitRefused
+	}
+	defer f.Close()
+	cutoff := time.Time{}
+	if *since > 0 {
+		cutoff = time.Now().Add(-*since)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	if !*asJSON {
+		fmt.Fprintln(tw, "TIME\tAPP\tENV\tREASON\tINVALID SINCE\tTOKEN")
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		var rec struct {
+			Time      time.Time `json:"time"`
+			App       string    `json:"app"`
+			Env       string    `json:"env"`
+			Token     string    `json:"token"`
+			Reason    string    `json:"reason"`
+			Timestamp int64     `json:"timestamp"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			fmt.Fprintf(c.stderr, "apnsctl: %s:%d: not a record: %v\n", *path, n, err)
+			continue
+		}
+		if rec.Time.Before(cutoff) || (*app != "" && rec.App != *app) {
+			continue
+		}
+		if *asJSON {
+			fmt.Fprintln(c.stdout, sc.Text())
+			continue
+		}
+		invalid := "-"
+		if rec.Timestamp > 0 {
+			invalid = time.UnixMilli(rec.Timestamp).UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", rec.Time.UTC().Format(time.RFC3339), rec.App, rec.Env, rec.Reason, invalid, rec.Token)
+	}
+	tw.Flush()
+	if err := sc.Err(); err != nil {
+		fmt.Fprintf(c.stderr, "apnsctl: reading %s: %v\n", *path, err)
+		return ExitRefused
+	}
 	return ExitOK
 }

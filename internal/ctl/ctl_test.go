@@ -158,3 +158,24 @@ func TestCheck(t *testing.T) {
 		t.Errorf("invalid config: code %d stderr %q", code, errOut)
 	}
 }
+
+func TestUnregisteredCommand(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "u.jsonl")
+	os.WriteFile(file, []byte(`{"time":"2026-11-01T10:00:00Z","app":"shop","env":"production","token":"aabb","reason":"Unregistered","timestamp":1761991200000}
+{"time":"`+time.Now().UTC().Format(time.RFC3339)+`","app":"other","env":"sandbox","token":"ccdd","reason":"ExpiredToken"}
+not json
+`), 0o644)
+	code, out, errOut := run("", "unregistered", "-file", file)
+	if code != ExitOK || !strings.Contains(out, "aabb") || !strings.Contains(out, "ccdd") || !strings.Contains(out, "2025-11-01T10:00:00Z") || !strings.Contains(errOut, ":3: not a record") {
+		t.Errorf("code %d out %q err %q", code, out, errOut)
+	}
+	code, out, _ = run("", "unregistered", "-file", file, "-since", "24h", "-json")
+	if code != ExitOK || strings.Contains(out, "aabb") || !strings.Contains(out, `"token":"ccdd"`) {
+		t.Errorf("-since: code %d out %q", code, out)
+	}
+	sock, _ := startDemo(t)
+	code, _, errOut = run("", "-socket", sock, "unregistered")
+	if code != ExitRefused || !strings.Contains(errOut, "no unregistered_file") {
+		t.Errorf("without a file configured: code %d err %q", code, errOut)
+	}
+}

@@ -89,6 +89,8 @@ type backend struct {
 	queueCap       atomic.Int64
 	started        time.Time
 	socket         string
+	// unregistered records 410 answers; nil when unregistered_file is off.
+	unregistered *unregisteredLog
 	// reload is called by the "reload" op and SIGHUP.
 	reload func(ctx context.Context) (*ipc.ReloadReport, error)
 
@@ -412,6 +414,12 @@ func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response
 		r := &ipc.Response{OK: res.OK(), Status: res.StatusCode, Reason: res.Reason, ApnsID: res.ApnsID}
 		if res.StatusCode == 410 {
 			r.Timestamp = res.Timestamp
+			if err := b.unregistered.add(UnregisteredRecord{
+				Time: time.Now().UTC(), App: es.app.cfg.Name, Env: es.cfg.Name, Token: n.DeviceToken,
+				Reason: res.Reason, Timestamp: res.Timestamp, ApnsID: res.ApnsID,
+			}); err != nil {
+				log.Error("cannot append to unregistered_file", "err", err)
+			}
 		}
 		if r.OK {
 			b.sent.Add(1)
@@ -492,6 +500,7 @@ func (b *backend) Status() *ipc.StatusReport {
 		UptimeSeconds: int64(now.Sub(b.started).Seconds()),
 		Socket:        b.socket,
 		Config:        b.cfg.Path,
+		Unregistered:  b.cfg.UnregisteredFile,
 	}
 	b.mu.RLock()
 	rep.LastReloadAt = b.lastReload

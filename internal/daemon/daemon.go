@@ -74,6 +74,12 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	}
 	be := newBackend(cfg, log.With("component", "daemon"))
 	be.apps.Store(&apps)
+	if be.unregistered, err = openUnregistered(cfg.UnregisteredFile); err != nil {
+		for _, st := range apps {
+			st.close()
+		}
+		return nil, err
+	}
 	d := &Daemon{cfg: cfg, log: log, be: be, listener: o.Listener, inherited: o.Listener != nil, watchOpts: o.watch}
 	be.reload = func(ctx context.Context) (*ipc.ReloadReport, error) { return d.Reload(ctx) }
 	d.srv = &ipc.Server{
@@ -81,6 +87,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		Version:      Version,
 		MaxLineBytes: cfg.Socket.MaxLineBytes,
 		MaxPending:   cfg.Socket.MaxPendingPerConn,
+		Authorize:    peerAuthorizer(cfg.Socket.AllowUIDs, cfg.Socket.AllowGIDs, log.With("component", "ipc")),
 		Logger:       log.With("component", "ipc"),
 	}
 	return d, nil
@@ -239,6 +246,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		defer cancel()
 		d.srv.CloseConns(flushCtx)
 		d.closeClients()
+		d.be.unregistered.close()
 		if !d.inherited {
 			if l, ok := d.listener.(*net.UnixListener); ok {
 				l.Close() // unlinks the socket file

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -625,5 +626,57 @@ func TestHalfCloseStillAnswers(t *testing.T) {
 		if m := c.read(); m["id"] != float64(i) || m["ok"] != true {
 			t.Fatalf("answer %d: %v", i, m)
 		}
+	}
+}
+
+func TestUnregisteredFileAndAllowList(t *testing.T) {
+	dir := shortTempDir(t)
+	file := filepath.Join(dir, "unregistered.jsonl")
+	h := newHarness(t, harnessOpts{top: fmt.Sprintf("unregistered_file = %q", file), socket: "allow_uids = [0, 4242]"})
+	h.sandbox.SetResponder(apnstest.DemoResponder)
+	c := h.dial()
+	if os.Getuid() != 0 {
+		t.Fatalf("this test runs as root (CI does): uid %d", os.Getuid())
+	}
+	m := c.do(`{"token":"0410aabbccdd","alert":"x"}`)
+	if m["status"] != float64(410) {
+		t.Fatal(m)
+	}
+	c.do(`{"token":"0400aa","alert":"x"}`) // not a 410: not recorded
+	data, err := os.ReadFile(file)
+	must(t, err)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("unregistered file: %q", data)
+	}
+	var rec UnregisteredRecord
+	must(t, json.Unmarshal([]byte(lines[0]), &rec))
+	if rec.Token != "0410aabbccdd" || rec.App != "app" || rec.Env != "sandbox" || rec.Reason != "Unregistered" || rec.Timestamp == 0 || rec.ApnsID != m["apns_id"] {
+		t.Errorf("record %+v", rec)
+	}
+	if st := h.d.Status(); st.Unregistered != file {
+		t.Errorf("status unregistered_file = %q", st.Unregistered)
+	}
+}
+
+func TestAllowListRefusesOthers(t *testing.T) {
+	h := newHarness(t, harnessOpts{socket: "allow_uids = [4242]\nallow_gids = [4243]"})
+	cn, err := (&ipc.Client{Socket: h.sock}).Connect(context.Background())
+	must(t, err)
+	defer cn.Close()
+	cn.SetDeadline(time.Now().Add(5 * time.Second))
+	r, err := cn.Read()
+	must(t, err)
+	if r.Error != ipc.CodeForbidden || !strings.Contains(r.Message, "uid 0") {
+		t.Fatalf("got %+v, want forbidden naming the uid", r)
+	}
+	if _, err := cn.ReadLine(); err == nil {
+		t.Error("a refused connection stayed open")
+	}
+	if h.sandbox.Count() != 0 {
+		t.Error("a refused peer reached APNs")
+	}
+	if !peerAllowed(&syscall.Ucred{Uid: 5, Gid: 4243}, []int{4242}, []int{4243}) || peerAllowed(&syscall.Ucred{Uid: 5, Gid: 5}, []int{4242}, nil) || !peerAllowed(&syscall.Ucred{Uid: 5}, nil, nil) {
+		t.Error("peerAllowed rules")
 	}
 }

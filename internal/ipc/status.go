@@ -8,6 +8,8 @@ type StatusReport struct {
 	UptimeSeconds int64     `json:"uptime_s"`
 	Socket        string    `json:"socket,omitempty"`
 	Config        string    `json:"config,omitempty"`
+	// Unregistered is the unregistered_file (410 answers), if configured.
+	Unregistered string `json:"unregistered_file,omitempty"`
 	// LastReloadError is the last config reload failure, if the last
 	// reload failed; the previous config is still in use.
 	LastReloadError   string      `json:"last_reload_error,omitempty"`
