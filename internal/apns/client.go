@@ -297,6 +297,9 @@ func (c *Client) dial() (*conn, error) {
 	return cn, nil
 }
 
+// warmUp bounds the one-stream-at-a-time start of a new connection.
+const warmUp = 500 * time.Millisecond
+
 func (c *Client) install(slot int, cn *conn) {
 	c.mu.Lock()
 	if c.closed {
@@ -308,6 +311,7 @@ func (c *Client) install(slot int, cn *conn) {
 	c.lastErr = nil
 	c.mu.Unlock()
 	c.broadcast()
+	time.AfterFunc(warmUp, c.broadcast) // waiters may use the whole connection now
 }
 
 func (c *Client) remove(slot int, cn *conn) {
@@ -411,11 +415,13 @@ func (c *Client) reserve(ctx context.Context) (*conn, error) {
 			if cn == nil {
 				continue
 			}
-			// Until a connection has answered once, it carries one
-			// stream at a time: the server's SETTINGS (its real stream
-			// limit) are only known once it answers, and with token auth
-			// APNs allows one stream until a valid token went through.
-			if !cn.answered.Load() && cn.cc.InFlight() > 0 {
+			// A new connection carries one stream at a time until it has
+			// answered once or warmUp has passed: the server's SETTINGS
+			// (its real stream limit) are surely applied by then, and with
+			// token auth APNs allows one stream until a valid token went
+			// through. The time bound keeps one slow first request from
+			// holding up the rest.
+			if !cn.answered.Load() && time.Since(cn.since) < warmUp && cn.cc.InFlight() > 0 {
 				continue
 			}
 			if cn.cc.Reserve() == nil {

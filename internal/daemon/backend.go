@@ -409,7 +409,9 @@ func describe(res *apns.Response, err error) string {
 }
 
 func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response, err error) *ipc.Response {
-	log := b.log.With("app", es.app.cfg.Name, "env", es.cfg.Name, "token", TruncateToken(n.DeviceToken))
+	log := func() *slog.Logger { // only built on the paths that log
+		return b.log.With("app", es.app.cfg.Name, "env", es.cfg.Name, "token", TruncateToken(n.DeviceToken))
+	}
 	if err == nil {
 		r := &ipc.Response{OK: res.OK(), Status: res.StatusCode, Reason: res.Reason, ApnsID: res.ApnsID}
 		if res.StatusCode == 410 {
@@ -418,7 +420,7 @@ func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response
 				Time: time.Now().UTC(), App: es.app.cfg.Name, Env: es.cfg.Name, Token: n.DeviceToken,
 				Reason: res.Reason, Timestamp: res.Timestamp, ApnsID: res.ApnsID,
 			}); err != nil {
-				log.Error("cannot append to unregistered_file", "err", err)
+				log().Error("cannot append to unregistered_file", "err", err)
 			}
 		}
 		if r.OK {
@@ -429,7 +431,7 @@ func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response
 			r.Retryable = &retry
 			b.failed.Add(1)
 			es.failed.Add(1)
-			log.Info("APNs refused notification", "status", res.StatusCode, "reason", res.Reason, "apns_id", res.ApnsID)
+			log().Info("APNs refused notification", "status", res.StatusCode, "reason", res.Reason, "apns_id", res.ApnsID)
 		}
 		return r
 	}
@@ -451,7 +453,7 @@ func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response
 	default:
 		e = ipc.Errorf(ipc.CodeInternal, false, "%v", err)
 	}
-	log.Warn("notification not delivered", "error", e.Code, "detail", e.Message)
+	log().Warn("notification not delivered", "error", e.Code, "detail", e.Message)
 	return ipc.ErrorResponse(e)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/apnsd/apnsd/internal/apns"
@@ -124,17 +125,28 @@ type SendRequest struct {
 // DecodeRequest parses one line. On failure it returns the *Error to answer
 // with and whatever id could be recovered, so the answer can still echo it.
 func DecodeRequest(line []byte) (*Request, *Error) {
-	if !json.Valid(line) {
-		return nil, Errorf(CodeBadJSON, false, "line is not valid JSON")
-	}
 	trimmed := bytes.TrimSpace(line)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
+		if !json.Valid(trimmed) {
+			return nil, Errorf(CodeBadJSON, false, "line is not valid JSON")
+		}
 		return nil, Errorf(CodeBadJSON, false, "a request must be a JSON object")
 	}
 	var req Request
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	err := dec.Decode(&req)
+	if err == nil && len(bytes.TrimSpace(trimmed[dec.InputOffset():])) > 0 {
+		return nil, Errorf(CodeBadJSON, false, "line is not valid JSON: more than one value")
+	}
+	if err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, Errorf(CodeBadJSON, false, "line is not valid JSON")
+		}
+		if !json.Valid(trimmed) { // e.g. invalid UTF-8 the decoder did not flag first
+			return nil, Errorf(CodeBadJSON, false, "line is not valid JSON")
+		}
 		// Recover the id so the error can echo it.
 		var idOnly struct {
 			ID json.RawMessage `json:"id"`
@@ -149,13 +161,10 @@ func DecodeRequest(line []byte) (*Request, *Error) {
 	return &req, nil
 }
 
+// validID reports whether a (valid JSON) id is a string or a number.
 func validID(raw json.RawMessage) bool {
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return false
-	}
-	switch v.(type) {
-	case string, float64:
+	switch c := raw[0]; {
+	case c == '"', c == '-', c >= '0' && c <= '9':
 		return true
 	}
 	return false
@@ -251,8 +260,7 @@ func (r *Request) buildPayload() ([]byte, *Error) {
 		}
 		return b, nil
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(r.Payload, &top); err != nil || top == nil {
+	if r.Payload[0] != '{' {
 		return nil, Errorf(CodeBadRequest, false, "payload must be a JSON object")
 	}
 	if len(short) == 0 {
@@ -264,6 +272,10 @@ func (r *Request) buildPayload() ([]byte, *Error) {
 	}
 	if err := checkShorthand(short); err != nil {
 		return nil, err
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(r.Payload, &top); err != nil {
+		return nil, Errorf(CodeBadRequest, false, "payload must be a JSON object")
 	}
 	aps := map[string]json.RawMessage{}
 	if raw, ok := top["aps"]; ok {
@@ -308,6 +320,9 @@ func checkShorthand(short map[string]json.RawMessage) *Error {
 // defaultPushType is "background" for a payload whose aps only says
 // content-available (a silent push), else "alert".
 func defaultPushType(payload []byte) string {
+	if !bytes.Contains(payload, []byte("content-available")) {
+		return apns.PushTypeAlert
+	}
 	var p struct {
 		APS map[string]json.RawMessage `json:"aps"`
 	}

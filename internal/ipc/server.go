@@ -187,7 +187,9 @@ func (s *Server) serveConn(c net.Conn) {
 	if maxPending <= 0 {
 		maxPending = DefaultMaxPending
 	}
-	order := make(chan chan *Response, maxPending)
+	// order holds the answers owed, in request order; its capacity is the
+	// per-connection bound on requests read but not answered.
+	order := make(chan pending, maxPending)
 	writerDone := make(chan struct{})
 	go s.writeLoop(c, order, writerDone)
 
@@ -195,13 +197,9 @@ func (s *Server) serveConn(c net.Conn) {
 	for {
 		line, tooLong, err := readLine(br, maxLine)
 		if tooLong {
-			slot := make(chan *Response, 1)
-			order <- slot
-			slot <- ErrorResponse(Errorf(CodeLineTooLong, false, "request line is longer than %d bytes", maxLine))
+			order <- answered(nil, ErrorResponse(Errorf(CodeLineTooLong, false, "request line is longer than %d bytes", maxLine)))
 		} else if len(bytes.TrimSpace(line)) > 0 {
-			slot := make(chan *Response, 1)
-			order <- slot
-			s.handleLine(line, slot)
+			order <- s.handleLine(line)
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
@@ -223,23 +221,24 @@ func isTimeout(err error) bool {
 // next answer is not ready yet, so a pipelining client sees answers as soon
 // as they are in order. After a write error it keeps draining (answers are
 // then lost with the connection, as the client is gone).
-func (s *Server) writeLoop(c net.Conn, order <-chan chan *Response, done chan<- struct{}) {
+func (s *Server) writeLoop(c net.Conn, order <-chan pending, done chan<- struct{}) {
 	defer close(done)
 	bw := bufio.NewWriterSize(c, 16<<10)
 	var werr error
-	for slot := range order {
+	for p := range order {
 		var r *Response
 		select {
-		case r = <-slot:
+		case r = <-p.ch:
 		default:
 			if werr == nil {
 				werr = bw.Flush()
 			}
-			r = <-slot
+			r = <-p.ch
 		}
 		if werr != nil {
 			continue
 		}
+		r.ID = p.id
 		b, err := json.Marshal(r)
 		if err != nil {
 			b, _ = json.Marshal(ErrorResponse(Errorf(CodeInternal, false, "encoding response: %v", err)))
@@ -291,49 +290,67 @@ func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) 
 	return line, false, err
 }
 
-// handler runs one op; it may block. ops is the table of operations.
+// pending is an answer owed: the request's id and where its answer will
+// arrive (exactly once).
+type pending struct {
+	id json.RawMessage
+	ch <-chan *Response
+}
+
+// answered is a pending whose answer is already known.
+func answered(id json.RawMessage, r *Response) pending {
+	ch := make(chan *Response, 1)
+	ch <- r
+	return pending{id: id, ch: ch}
+}
+
+// handler runs one op; it may block. ops is the table of operations other
+// than send, which is handled inline (see handleLine).
 type handler func(s *Server, req *Request) *Response
 
 var ops = map[string]handler{
-	"send":   (*Server).opSend,
 	"ping":   (*Server).opPing,
 	"status": (*Server).opStatus,
 	"reload": (*Server).opReload,
 }
 
-// handleLine decodes line and arranges for exactly one response on slot.
-func (s *Server) handleLine(line []byte, slot chan<- *Response) {
+// handleLine decodes line and returns where its one answer will come from.
+// A send is validated and submitted right here, on the connection's reader
+// goroutine, and its answer channel is the backend's own: no goroutine
+// waits per notification.
+func (s *Server) handleLine(line []byte) pending {
 	req, derr := DecodeRequest(line)
 	if derr != nil {
-		r := ErrorResponse(derr)
+		var id json.RawMessage
 		if req != nil {
-			r.ID = req.ID
+			id = req.ID
 		}
-		slot <- r
-		return
+		return answered(id, ErrorResponse(derr))
 	}
-	op := req.Op
-	if op == "" {
-		op = "send"
+	switch req.Op {
+	case "", "send":
+		sr, e := req.SendRequest()
+		if e != nil {
+			return answered(req.ID, ErrorResponse(e))
+		}
+		ch, e := s.Backend.Submit(sr)
+		if e != nil {
+			return answered(req.ID, ErrorResponse(e))
+		}
+		if !sr.Wait {
+			return answered(req.ID, &Response{OK: true, Queued: true})
+		}
+		return pending{id: req.ID, ch: ch}
+	case "ping":
+		return answered(req.ID, s.opPing(req))
 	}
-	h, ok := ops[op]
+	h, ok := ops[req.Op]
 	if !ok {
-		r := ErrorResponse(Errorf(CodeUnknownOp, false, "unknown op %q (known: send, ping, status, reload)", req.Op))
-		r.ID = req.ID
-		slot <- r
-		return
+		return answered(req.ID, ErrorResponse(Errorf(CodeUnknownOp, false, "unknown op %q (known: send, ping, status, reload)", req.Op)))
 	}
-	if op == "ping" {
-		r := h(s, req)
-		r.ID = req.ID
-		slot <- r
-		return
-	}
-	go func() {
-		r := h(s, req)
-		r.ID = req.ID
-		slot <- r
-	}()
+	ch := make(chan *Response, 1)
+	go func() { ch <- h(s, req) }()
+	return pending{id: req.ID, ch: ch}
 }
 
 func (s *Server) opPing(*Request) *Response {
@@ -358,19 +375,4 @@ func (s *Server) opReload(*Request) *Response {
 		return r
 	}
 	return &Response{OK: true, ReloadReport: rep}
-}
-
-func (s *Server) opSend(req *Request) *Response {
-	sr, e := req.SendRequest()
-	if e != nil {
-		return ErrorResponse(e)
-	}
-	ch, e := s.Backend.Submit(sr)
-	if e != nil {
-		return ErrorResponse(e)
-	}
-	if !sr.Wait {
-		return &Response{OK: true, Queued: true}
-	}
-	return <-ch
 }
