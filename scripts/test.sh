@@ -26,4 +26,16 @@ for suite in clients/python/run-tests.sh clients/php/run-tests.sh; do
     "$suite"
   fi
 done
+echo "== short fuzz runs"
+for f in FuzzDecodeRequest FuzzCleanToken FuzzFraming; do
+  go test -run '^$' -fuzz "^$f\$" -fuzztime 10s ./internal/ipc/ >/dev/null
+done
+
+if [ "$(id -u)" -eq 0 ] && [ "${SKIP_DEB:-}" != 1 ]; then
+  echo "== .deb: build, install, check, purge"
+  deb=$(packaging/build-deb.sh)
+  packaging/test-deb.sh "$deb"
+else
+  echo "== .deb: skipped (needs root; CI runs it)"
+fi
 echo "== all tests passed"

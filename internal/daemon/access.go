@@ -58,7 +58,8 @@ func peerAuthorizer(uids, gids []int, log *slog.Logger) func(net.Conn) *ipc.Erro
 			log.Warn("refused a client: cannot read its credentials", "err", err)
 			return ipc.Errorf(ipc.CodeForbidden, false, "apnsd cannot check who you are: %v", err)
 		}
-		if !peerAllowed(cred, uids, gids) {
+		// apnsd's own probes (the systemd watchdog's ping) always pass.
+		if int(cred.Pid) != os.Getpid() && !peerAllowed(cred, uids, gids) {
 			log.Warn("refused a client not in socket.allow_uids/allow_gids", "uid", cred.Uid, "gid", cred.Gid, "pid", cred.Pid)
 			return ipc.Errorf(ipc.CodeForbidden, false, "uid %d / gid %d is not allowed to use apnsd (socket.allow_uids, socket.allow_gids)", cred.Uid, cred.Gid)
 		}

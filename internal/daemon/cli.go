@@ -42,6 +42,35 @@ Flags:
 // Main runs apnsd with args (without the program name) and returns its
 // exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	return run(args, stdout, stderr, processEnv())
+}
+
+// runEnv is what run takes from the process: signals and the sockets
+// systemd passed. Tests substitute their own.
+type runEnv struct {
+	// signals starts delivering SIGTERM, SIGINT and SIGHUP, and returns a
+	// function that stops it.
+	signals func() (<-chan os.Signal, func())
+	// listenFiles returns the sockets passed by socket activation. It is
+	// called once.
+	listenFiles func() []*os.File
+	// statusEvery is how often STATUS= is refreshed without a watchdog.
+	statusEvery time.Duration
+}
+
+func processEnv() runEnv {
+	return runEnv{
+		signals: func() (<-chan os.Signal, func()) {
+			ch := make(chan os.Signal, 4)
+			signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+			return ch, func() { signal.Stop(ch) }
+		},
+		listenFiles: systemdListenFiles,
+		statusEvery: 10 * time.Second,
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer, env runEnv) int {
 	fs := flag.NewFlagSet("apnsd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", DefaultConfigPath, "config file")
@@ -110,24 +139,70 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "apnsd: %v\n", err)
 		return ExitConfig
 	}
-	d, err := New(cfg, Options{Logger: log})
+	sd := &notifier{log: log}
+	inherited, err := inheritedListener(env.listenFiles(), cfg.Socket.Path, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
-		fmt.Fprintf(stderr, "apnsd: %v\n", err)
-		return ExitConfig
-	}
-	if err := d.Start(); err != nil {
-		log.Error("cannot start", "err", err)
+		sd.status("cannot start: " + err.Error())
 		return ExitFailed
 	}
+	var d *Daemon
+	onReload := func(begin bool) { // RELOADING=1 … READY=1 around every reload (SIGHUP or the reload op)
+		if begin {
+			sd.reloading("reloading config and credentials")
+		} else {
+			sd.ready(statusLine(d.Status()))
+		}
+	}
+	d, err = New(cfg, Options{Logger: log, Listener: inherited, OnReload: onReload})
+	if err != nil {
+		if inherited != nil {
+			inherited.Close() // our copy; the socket unit keeps its own
+		}
+		log.Error("cannot start", "err", err)
+		fmt.Fprintf(stderr, "apnsd: %v\n", err)
+		sd.status("cannot start: " + err.Error())
+		return ExitConfig
+	}
+	// Signals are caught from here on: one arriving during Start is handled
+	// once the loop below runs.
+	sigs, stopSignals := env.signals()
+	defer stopSignals()
+	if err := d.Start(); err != nil {
+		log.Error("cannot start", "err", err)
+		sd.status("cannot start: " + err.Error())
+		return ExitFailed
+	}
+	// Credentials were loaded by New and the socket listens: tell systemd.
+	sd.ready(statusLine(d.Status()))
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	// The supervisor pings the watchdog while the main loop and the socket
+	// answer, and keeps STATUS= current.
+	loopProbes := make(chan chan struct{})
+	supCtx, stopSupervisor := context.WithCancel(context.Background())
+	supDone := make(chan struct{})
+	go func() {
+		defer close(supDone)
+		if !sd.enabled() {
+			return
+		}
+		sup := &supervisor{
+			n:           sd,
+			log:         log.With("component", "systemd"),
+			watchdog:    watchdogInterval(log),
+			statusEvery: env.statusEvery,
+			healthy:     daemonHealth(d, loopProbes),
+			status:      func() string { return statusLine(d.Status()) },
+		}
+		sup.run(supCtx)
+	}()
+
 	code := ExitOK
 loop:
 	for {
 		select {
+		case ack := <-loopProbes:
+			close(ack)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				log.Info("SIGHUP: reloading")
@@ -149,13 +224,25 @@ loop:
 			break loop
 		}
 	}
+	stopSupervisor()
+	<-supDone
+	q := d.Status().Queue
+	sd.stopping(fmt.Sprintf("stopping: answering %d accepted notification(s)", q.Depth+q.InFlight))
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	go func() {
 		// A second signal means "now".
-		if sig, ok := <-sigs; ok && sig != syscall.SIGHUP {
-			log.Warn("second signal: stopping at once")
-			cancel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-sigs:
+				if sig != syscall.SIGHUP {
+					log.Warn("second signal: stopping at once")
+					cancel()
+					return
+				}
+			}
 		}
 	}()
 	d.Shutdown(ctx)

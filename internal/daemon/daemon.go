@@ -41,6 +41,7 @@ type Daemon struct {
 	stopErr  error
 
 	watchOpts watchOptions
+	onReload  func(begin bool)
 	stopWatch chan struct{}
 	watchDone <-chan struct{}
 }
@@ -53,6 +54,10 @@ type Options struct {
 	Listener net.Listener
 	// Now is the clock for certificate checks (default time.Now).
 	Now func() time.Time
+	// OnReload, if set, is called with true when a reload (SIGHUP or the
+	// reload op) begins and with false when it has ended (systemd's
+	// RELOADING=1 / READY=1).
+	OnReload func(begin bool)
 	// watch tunes the credential file watcher (tests).
 	watch watchOptions
 }
@@ -80,7 +85,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		}
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, be: be, listener: o.Listener, inherited: o.Listener != nil, watchOpts: o.watch}
+	d := &Daemon{cfg: cfg, log: log, be: be, listener: o.Listener, inherited: o.Listener != nil, watchOpts: o.watch, onReload: o.OnReload}
 	be.reload = func(ctx context.Context) (*ipc.ReloadReport, error) { return d.Reload(ctx) }
 	d.srv = &ipc.Server{
 		Backend:      be,
@@ -141,6 +146,10 @@ func (d *Daemon) ServeErr() <-chan error { return d.serveErr }
 func (d *Daemon) Reload(ctx context.Context) (*ipc.ReloadReport, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	if d.onReload != nil {
+		d.onReload(true)
+		defer d.onReload(false)
+	}
 	rep := &ipc.ReloadReport{}
 	now := time.Now()
 	if d.cfg.Path != "" {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -661,20 +662,28 @@ func TestUnregisteredFileAndAllowList(t *testing.T) {
 
 func TestAllowListRefusesOthers(t *testing.T) {
 	h := newHarness(t, harnessOpts{socket: "allow_uids = [4242]\nallow_gids = [4243]"})
-	cn, err := (&ipc.Client{Socket: h.sock}).Connect(context.Background())
-	must(t, err)
-	defer cn.Close()
-	cn.SetDeadline(time.Now().Add(5 * time.Second))
-	r, err := cn.Read()
-	must(t, err)
-	if r.Error != ipc.CodeForbidden || !strings.Contains(r.Message, "uid 0") {
-		t.Fatalf("got %+v, want forbidden naming the uid", r)
+	// The peer must be another process: apnsd lets its own (watchdog)
+	// probes through.
+	socat, err := exec.LookPath("socat")
+	if err != nil {
+		t.Fatal("socat is needed (Debian package socat; scripts/deps.sh installs it)")
 	}
-	if _, err := cn.ReadLine(); err == nil {
-		t.Error("a refused connection stayed open")
+	// Read only: the refusal is written as soon as the peer connects.
+	cmd := exec.Command(socat, "-u", "UNIX-CONNECT:"+h.sock, "STDOUT")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("socat: %v", err)
+	}
+	var r ipc.Response
+	if err := json.Unmarshal(bytes.TrimSpace(out), &r); err != nil || r.Error != ipc.CodeForbidden || !strings.Contains(r.Message, "uid 0") {
+		t.Fatalf("got %q, want one forbidden line naming the uid", out)
 	}
 	if h.sandbox.Count() != 0 {
 		t.Error("a refused peer reached APNs")
+	}
+	// In-process (the daemon's own pid) is let through.
+	if m := h.dial().do(`{"op":"ping"}`); m["pong"] != true {
+		t.Errorf("own probe refused: %v", m)
 	}
 	if !peerAllowed(&syscall.Ucred{Uid: 5, Gid: 4243}, []int{4242}, []int{4243}) || peerAllowed(&syscall.Ucred{Uid: 5, Gid: 5}, []int{4242}, nil) || !peerAllowed(&syscall.Ucred{Uid: 5}, nil, nil) {
 		t.Error("peerAllowed rules")
