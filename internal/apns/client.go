@@ -92,6 +92,8 @@ type Client struct {
 	// hook (which broadcasts) runs synchronously inside Reserve.
 	wakeMu sync.Mutex
 	wake   chan struct{}
+	// gate admits one waiter for capacity at a time (see reserve).
+	gate chan struct{}
 
 	next     atomic.Uint64 // round-robin start
 	ctx      context.Context
@@ -174,6 +176,7 @@ func NewClient(o ClientOptions) (*Client, error) {
 		transport: t,
 		log:       log,
 		wake:      make(chan struct{}),
+		gate:      make(chan struct{}, 1),
 	}
 	return c, nil
 }
@@ -207,51 +210,92 @@ func (c *Client) Start() {
 func (c *Client) keepConnected(slot int, rotate <-chan struct{}) {
 	defer c.wg.Done()
 	backoff := c.o.MinBackoff
+	// fail sleeps the backoff (cut short by Rotate: new credentials deserve
+	// an immediate try) and doubles it. It reports whether to go on.
+	fail := func() bool {
+		alive, rotated := c.pause(jitter(backoff), rotate)
+		if rotated {
+			backoff = c.o.MinBackoff
+		} else {
+			backoff = min(backoff*2, c.o.MaxBackoff)
+		}
+		return alive
+	}
+	var cur *conn // the slot's connection, while it works
 	for c.ctx.Err() == nil {
 		cn, err := c.dial()
 		if err != nil {
 			c.setErr(err)
 			c.log.Warn("connecting to APNs failed", "slot", slot, "err", err, "retry_in", backoff.Round(time.Millisecond))
-			if !sleepCtx(c.ctx, jitter(backoff)) {
+			// (During a rotation the old connection, cur, keeps serving.)
+			if !fail() {
 				return
 			}
-			backoff = min(backoff*2, c.o.MaxBackoff)
 			continue
 		}
 		c.log.Debug("connected to APNs", "slot", slot, "conn", cn.id)
+		if cur != nil {
+			// Make before break: the new connection is in service
+			// before the old one is retired (it closes once drained).
+			c.log.Info("replacing connection for new credentials", "slot", slot, "old", cur.id, "new", cn.id)
+			c.retire(slot, cur)
+			cur = nil
+		}
 		c.install(slot, cn)
 		rotated := c.watch(cn, rotate)
 		if c.ctx.Err() != nil {
 			return
 		}
 		if rotated {
-			c.log.Info("replacing connection for new credentials", "slot", slot, "conn", cn.id)
-			c.retire(slot, cn)
+			cur = cn
 			backoff = c.o.MinBackoff
 			continue
 		}
 		c.remove(slot, cn)
-		if cn.answered.Load() || time.Since(cn.since) > time.Minute {
+		lived := time.Since(cn.since)
+		switch {
+		case lived > time.Minute:
 			backoff = c.o.MinBackoff
-		} else {
+		case cn.answered.Load():
+			// It worked, but not for long (a GOAWAY after an error, say):
+			// pause a little anyway, so reconnects never track the
+			// request rate.
+			backoff = c.o.MinBackoff
+			if !fail() {
+				return
+			}
+		default:
 			// Died young without answering anything: typically a
 			// refused client certificate (TLS 1.3 reports it after the
 			// handshake). Do not hammer APNs.
 			c.log.Warn("connection to APNs closed before any answer", "slot", slot, "conn", cn.id, "retry_in", backoff.Round(time.Millisecond))
-			if !sleepCtx(c.ctx, jitter(backoff)) {
+			if !fail() {
 				return
 			}
-			backoff = min(backoff*2, c.o.MaxBackoff)
 		}
+	}
+}
+
+// pause waits for d, or less if Rotate asks for a new connection (rotated)
+// or the client closes (alive is false).
+func (c *Client) pause(d time.Duration, rotate <-chan struct{}) (alive, rotated bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true, false
+	case <-rotate:
+		return true, true
+	case <-c.ctx.Done():
+		return false, false
 	}
 }
 
 // watch blocks until cn is dead or unusable (GOAWAY), the client closes, or
 // Rotate asks for a new connection. It reports whether Rotate asked.
 func (c *Client) watch(cn *conn, rotate <-chan struct{}) bool {
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	unusableSince := time.Time{}
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -265,16 +309,11 @@ func (c *Client) watch(cn *conn, rotate <-chan struct{}) bool {
 				return false
 			}
 			// After GOAWAY a connection takes no new streams but stays
-			// open while its streams finish. Replace it once it is idle.
+			// open while its streams finish: with no stream in flight
+			// and none available, it is unusable. Replace it now.
 			if cn.cc.Available() == 0 && cn.cc.InFlight() == 0 {
-				if unusableSince.IsZero() {
-					unusableSince = time.Now()
-				} else if time.Since(unusableSince) >= 2*time.Second {
-					c.log.Info("connection no longer takes requests (GOAWAY?); replacing it", "conn", cn.id)
-					return false
-				}
-			} else {
-				unusableSince = time.Time{}
+				c.log.Info("connection no longer takes requests (GOAWAY); replacing it", "conn", cn.id)
+				return false
 			}
 		}
 	}
@@ -398,60 +437,96 @@ func (c *Client) Rotate() {
 	}
 }
 
-// reserve finds a connection with a free stream and reserves it.
+// tryReserve reserves a stream on some connection, round robin. It also
+// reports how many connections are up and the last connection error.
+func (c *Client) tryReserve() (picked *conn, up int, lastErr error, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, 0, nil, ErrClosed
+	}
+	n := uint64(len(c.conns))
+	start := c.next.Add(1)
+	for i := range n {
+		cn := c.conns[(start+i)%n]
+		if cn == nil || cn.cc.Err() != nil {
+			continue
+		}
+		up++
+		if picked != nil {
+			continue
+		}
+		// A new connection carries one stream at a time until it has
+		// answered once or warmUp has passed: the server's SETTINGS (its
+		// real stream limit) are surely applied by then, and with token
+		// auth APNs allows one stream until a valid token went through.
+		// The time bound keeps one slow first request from holding up
+		// the rest.
+		if !cn.answered.Load() && time.Since(cn.since) < warmUp && cn.cc.InFlight() > 0 {
+			continue
+		}
+		if cn.cc.Reserve() == nil {
+			picked = cn
+		}
+	}
+	return picked, up, c.lastErr, nil
+}
+
+// reserve finds a connection with a free stream and reserves it, waiting
+// for one until ctx ends. Waiters queue in FIFO order behind gate, and only
+// the one at the head wakes on each capacity change: a backlog of thousands
+// costs one wake-up per freed stream, not thousands, and the oldest request
+// goes first.
 func (c *Client) reserve(ctx context.Context) (*conn, error) {
+	if len(c.gate) == 0 { // nobody is waiting: no queue to respect
+		if cn, _, _, err := c.tryReserve(); cn != nil || err != nil {
+			return cn, err
+		}
+	}
+	select {
+	case c.gate <- struct{}{}:
+	case <-ctx.Done():
+		up, lastErr := c.upAndErr()
+		return nil, waitErr(ctx, up, lastErr)
+	}
+	defer func() { <-c.gate }()
 	for {
 		wake := c.wakeChan()
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			return nil, ErrClosed
-		}
-		n := uint64(len(c.conns))
-		start := c.next.Add(1)
-		var picked *conn
-		for i := range n {
-			cn := c.conns[(start+i)%n]
-			if cn == nil {
-				continue
-			}
-			// A new connection carries one stream at a time until it has
-			// answered once or warmUp has passed: the server's SETTINGS
-			// (its real stream limit) are surely applied by then, and with
-			// token auth APNs allows one stream until a valid token went
-			// through. The time bound keeps one slow first request from
-			// holding up the rest.
-			if !cn.answered.Load() && time.Since(cn.since) < warmUp && cn.cc.InFlight() > 0 {
-				continue
-			}
-			if cn.cc.Reserve() == nil {
-				picked = cn
-				break
-			}
-		}
-		up := 0
-		for _, cn := range c.conns {
-			if cn != nil {
-				up++
-			}
-		}
-		lastErr := c.lastErr
-		c.mu.Unlock()
-		if picked != nil {
-			return picked, nil
+		cn, up, lastErr, err := c.tryReserve()
+		if cn != nil || err != nil {
+			return cn, err
 		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			if up == 0 {
-				if lastErr != nil {
-					return nil, fmt.Errorf("%w: %w", ErrUnavailable, lastErr)
-				}
-				return nil, fmt.Errorf("%w: still connecting", ErrUnavailable)
-			}
-			return nil, ctx.Err()
+			return nil, waitErr(ctx, up, lastErr)
 		}
 	}
+}
+
+// upAndErr counts the connections in service and returns the last
+// connection error.
+func (c *Client) upAndErr() (up int, lastErr error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cn := range c.conns {
+		if cn != nil && cn.cc.Err() == nil {
+			up++
+		}
+	}
+	return up, c.lastErr
+}
+
+// waitErr is the error for a wait for a stream that ended with ctx: with no
+// connection up, ErrUnavailable (wrapping why); else ctx's error.
+func waitErr(ctx context.Context, up int, lastErr error) error {
+	if up > 0 {
+		return ctx.Err()
+	}
+	if lastErr != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, lastErr)
+	}
+	return fmt.Errorf("%w: still connecting", ErrUnavailable)
 }
 
 // Send delivers n and returns APNs' answer. An error means there is no
@@ -467,9 +542,9 @@ func (c *Client) Send(ctx context.Context, n *Notification) (*Response, error) {
 		req.Header[k] = []string{v}
 	}
 	req.Header["content-type"] = []string{"application/json"}
+	var auth string
 	if c.o.Authorization != nil {
-		auth, err := c.o.Authorization()
-		if err != nil {
+		if auth, err = c.o.Authorization(); err != nil {
 			return nil, err
 		}
 		req.Header["authorization"] = []string{auth}
@@ -486,7 +561,9 @@ func (c *Client) Send(ctx context.Context, n *Notification) (*Response, error) {
 		return nil, &ConnError{Err: err}
 	}
 	defer res.Body.Close()
-	cn.answered.Store(true)
+	if !cn.answered.Swap(true) {
+		c.broadcast() // the warm-up is over: waiters may use the connection
+	}
 	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
 	if err != nil {
 		if ctx.Err() != nil {
@@ -494,7 +571,7 @@ func (c *Client) Send(ctx context.Context, n *Notification) (*Response, error) {
 		}
 		return nil, &ConnError{Err: err}
 	}
-	r := &Response{StatusCode: res.StatusCode, ApnsID: res.Header.Get("apns-id")}
+	r := &Response{StatusCode: res.StatusCode, ApnsID: res.Header.Get("apns-id"), Authorization: auth}
 	if res.StatusCode != http.StatusOK && len(body) > 0 {
 		var eb struct {
 			Reason    string          `json:"reason"`

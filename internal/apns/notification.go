@@ -81,6 +81,9 @@ type Response struct {
 	// Timestamp is the "timestamp" APNs gives with 410 (milliseconds since
 	// the epoch at which the token stopped being valid); 0 if absent.
 	Timestamp int64
+	// Authorization is the authorization header the request carried (token
+	// auth), so a caller can tell which token APNs judged. Never logged.
+	Authorization string
 }
 
 // OK reports whether APNs accepted the notification.
@@ -134,6 +137,12 @@ func (n *Notification) Validate() error {
 	}
 	if n.Topic == "" {
 		return &ValidationError{Field: "topic", Message: "topic is required"}
+	}
+	if !validHeaderValue(n.Topic) {
+		return &ValidationError{Field: "topic", Message: "topic has a control character or a space"}
+	}
+	if !validHeaderValue(n.CollapseID) {
+		return &ValidationError{Field: "collapse_id", Message: "collapse id has a control character or a space at either end; it must be a valid HTTP header value"}
 	}
 	if n.PushType != "" && !ValidPushType(n.PushType) {
 		return &ValidationError{Field: "push_type", Message: fmt.Sprintf("unknown push type %q", n.PushType)}
@@ -211,4 +220,16 @@ func NewUUID() string {
 		out = append(out, hexdigits[v>>4], hexdigits[v&0x0f])
 	}
 	return string(out)
+}
+
+// validHeaderValue reports whether v can be sent as an HTTP/2 header value
+// as is: no control characters (tab included) and no leading or trailing
+// space, which HTTP would strip.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return len(v) == 0 || (v[0] != ' ' && v[len(v)-1] != ' ')
 }

@@ -270,7 +270,12 @@ func NewTokenSource(k *TokenKey, o TokenOptions) *TokenSource {
 	setDefault(&o.MinInterval, DefaultTokenMinInterval)
 	o.RefreshAfter = min(o.RefreshAfter, maxTokenRefresh)
 	o.MinInterval = min(o.MinInterval, o.RefreshAfter)
-	return &TokenSource{now: o.Now, refreshAfter: o.RefreshAfter, minInterval: o.MinInterval, key: k}
+	// Token age is wall-clock age, as Apple judges iat: Round(0) drops the
+	// monotonic reading, which stops while a VM is paused and would make
+	// an old token look young.
+	clock := o.Now
+	wall := func() time.Time { return clock().Round(0) }
+	return &TokenSource{now: wall, refreshAfter: o.RefreshAfter, minInterval: o.MinInterval, key: k}
 }
 
 // Authorization returns the authorization header value, "bearer <jwt>". It

@@ -558,10 +558,25 @@ func (fe *fileEnv) config(name, endpoint, dir string) *EnvConfig {
 }
 
 func resolve(dir, p string) string {
+	p = expandCredentialsDir(p)
 	if p == "" || filepath.IsAbs(p) {
 		return p
 	}
 	return filepath.Join(dir, p)
+}
+
+// expandCredentialsDir replaces $CREDENTIALS_DIRECTORY or
+// ${CREDENTIALS_DIRECTORY} in a file path with the directory systemd's
+// LoadCredential= fills (it sets that variable for the service). When the
+// variable is not set the path is left as written, so the error about the
+// missing file shows what was meant.
+func expandCredentialsDir(p string) string {
+	dir := os.Getenv("CREDENTIALS_DIRECTORY")
+	if dir == "" || !strings.Contains(p, "CREDENTIALS_DIRECTORY") {
+		return p
+	}
+	p = strings.ReplaceAll(p, "${CREDENTIALS_DIRECTORY}", dir)
+	return strings.ReplaceAll(p, "$CREDENTIALS_DIRECTORY", dir)
 }
 
 var (

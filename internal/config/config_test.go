@@ -569,3 +569,22 @@ topic = "com.example.bad"
 		}
 	}
 }
+
+func TestCredentialsDirectoryExpansion(t *testing.T) {
+	t.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/apnsd.service")
+	c, err := Parse([]byte(`
+[[apps]]
+name = "shop"
+topic = "com.example.shop"
+  [apps.production]
+  p12_file = "${CREDENTIALS_DIRECTORY}/shop.p12"
+  p12_password_file = "$CREDENTIALS_DIRECTORY/shop.pass"
+`), "/etc/apnsd/apnsd.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Apps[0].Production.Cert
+	if got.P12File != "/run/credentials/apnsd.service/shop.p12" || got.P12PasswordFile != "/run/credentials/apnsd.service/shop.pass" {
+		t.Errorf("got %+v", got)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,12 +38,50 @@ func peerCred(c net.Conn) (*syscall.Ucred, error) {
 }
 
 // peerAllowed reports whether a peer passes the allow-lists: its uid is in
-// uids or its (primary) gid is in gids. Empty lists allow everyone.
+// uids, or its primary gid or one of its supplementary groups (read from
+// /proc/PID/status, as `usermod -aG` gives them) is in gids. Empty lists
+// allow everyone.
 func peerAllowed(cred *syscall.Ucred, uids, gids []int) bool {
 	if len(uids) == 0 && len(gids) == 0 {
 		return true
 	}
-	return slices.Contains(uids, int(cred.Uid)) || slices.Contains(gids, int(cred.Gid))
+	if slices.Contains(uids, int(cred.Uid)) || slices.Contains(gids, int(cred.Gid)) {
+		return true
+	}
+	if len(gids) == 0 {
+		return false
+	}
+	for _, g := range supplementaryGroups(int(cred.Pid)) {
+		if slices.Contains(gids, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// supplementaryGroups reads the "Groups:" line of /proc/PID/status.
+func supplementaryGroups(pid int) []int {
+	if pid <= 0 {
+		return nil
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		rest, ok := strings.CutPrefix(line, "Groups:")
+		if !ok {
+			continue
+		}
+		var groups []int
+		for _, f := range strings.Fields(rest) {
+			if g, err := strconv.Atoi(f); err == nil {
+				groups = append(groups, g)
+			}
+		}
+		return groups
+	}
+	return nil
 }
 
 // peerAuthorizer returns an ipc.Server.Authorize function enforcing the

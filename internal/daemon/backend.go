@@ -76,6 +76,9 @@ type appState struct {
 	// token is the app's token source, shared by every connection of both
 	// environments that use token auth; nil without [apps.token].
 	token *apns.TokenSource
+	// clockWarned is the last token an "expired but too young" error was
+	// logged for.
+	clockWarned atomic.Value
 }
 
 // backend is the daemon's ipc.Backend: it owns the apps, their clients, the
@@ -135,11 +138,11 @@ func newBackend(cfg *config.Config, log *slog.Logger) *backend {
 
 // buildApps loads every credential and makes (but does not start) a client
 // per app and environment.
-func buildApps(cfg *config.Config, log *slog.Logger, now time.Time) (map[string]*appState, error) {
+func buildApps(cfg *config.Config, log *slog.Logger, now time.Time, clock func() time.Time) (map[string]*appState, error) {
 	apps := map[string]*appState{}
 	var errs []error
 	for i := range cfg.Apps {
-		st, err := buildApp(&cfg.Apps[i], log, now)
+		st, err := buildApp(&cfg.Apps[i], log, now, clock)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -155,8 +158,9 @@ func buildApps(cfg *config.Config, log *slog.Logger, now time.Time) (map[string]
 	return apps, nil
 }
 
-// buildApp makes one app's senders; on error nothing is left open.
-func buildApp(ac *config.AppConfig, log *slog.Logger, now time.Time) (*appState, error) {
+// buildApp makes one app's senders; on error nothing is left open. clock
+// drives the token schedule (nil: time.Now).
+func buildApp(ac *config.AppConfig, log *slog.Logger, now time.Time, clock func() time.Time) (*appState, error) {
 	st := &appState{cfg: ac, envs: map[string]*envSender{}}
 	var errs []error
 	if ac.Token != nil {
@@ -165,7 +169,7 @@ func buildApp(ac *config.AppConfig, log *slog.Logger, now time.Time) (*appState,
 			return nil, fmt.Errorf("app %q token: %w", ac.Name, err)
 		}
 		warnReadable(log, ac.Name, ac.Token.KeyFile)
-		st.token = apns.NewTokenSource(key, apns.TokenOptions{})
+		st.token = apns.NewTokenSource(key, apns.TokenOptions{Now: clock})
 	}
 	for _, ec := range []*config.EnvConfig{ac.Sandbox, ac.Production} {
 		if ec == nil {
@@ -237,9 +241,8 @@ func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now tim
 		for _, w := range apns.KeyFileWarnings(ec.Cert) {
 			log.Warn(w, "app", app.cfg.Name, "env", ec.Name)
 		}
-		if !cert.Covers(app.cfg.Topic) {
-			log.Warn("certificate does not list the app's topic; APNs will likely answer TopicDisallowed",
-				"app", app.cfg.Name, "env", ec.Name, "topic", app.cfg.Topic, "cert_topics", strings.Join(cert.Topics, ","))
+		if err := checkTopic(cert, app.cfg.Topic); err != nil {
+			return nil, err
 		}
 		es.cred.cur.Store(cert)
 		opts.GetClientCertificate = es.cred.getClientCertificate
@@ -374,10 +377,24 @@ const (
 
 func (b *backend) sendWithRetry(ctx context.Context, es *envSender, n *apns.Notification) (*apns.Response, error) {
 	backoff := retryBackoff
+	tokenRetried := false
 	for attempt := 1; ; attempt++ {
 		res, err := es.client.Send(ctx, n)
 		var ce *apns.ConnError
 		switch {
+		case err == nil && res.StatusCode == 403 && res.Reason == apns.ReasonExpiredProviderToken && es.token != nil && !tokenRetried:
+			// Refresh the token (only if Apple's 20-minute rule allows)
+			// and try once more at once.
+			tokenRetried = true
+			if !es.token.Expired(res.Authorization) {
+				// Logged once per token, not per notification.
+				if es.app.clockWarned.Swap(res.Authorization) != res.Authorization {
+					b.log.Error("APNs says the provider token expired, but it is younger than 20 minutes, so Apple forbids a new one yet: is this host's clock right?", "app", es.app.cfg.Name, "env", es.cfg.Name)
+				}
+				return res, nil
+			}
+			b.retries.Add(1)
+			continue
 		case err == nil && !apns.Retryable(res.StatusCode, res.Reason):
 			return res, nil
 		case err != nil && !errors.As(err, &ce):
@@ -445,7 +462,7 @@ func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response
 	case errors.Is(err, apns.ErrUnavailable):
 		e = ipc.Errorf(ipc.CodeUnavailable, true, "%v", err)
 	case errors.Is(err, context.DeadlineExceeded):
-		e = ipc.Errorf(ipc.CodeTimeout, true, "no answer from APNs within %s", time.Duration(b.requestTimeout.Load()))
+		e = ipc.Errorf(ipc.CodeTimeout, true, "no answer from APNs within %s (if it was already sent, APNs may or may not have received it)", time.Duration(b.requestTimeout.Load()))
 	case errors.As(err, &ce):
 		e = ipc.Errorf(ipc.CodeUnavailable, true, "%v (APNs may or may not have received it)", err)
 	case errors.Is(err, apns.ErrClosed):
@@ -611,6 +628,9 @@ func (es *envSender) reloadCredential(now time.Time) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if err := checkTopic(cert, es.app.cfg.Topic); err != nil {
+		return false, err
+	}
 	es.cred.mu.Lock()
 	defer es.cred.mu.Unlock()
 	old := es.cred.cur.Load()
@@ -684,4 +704,18 @@ func warnReadable(log *slog.Logger, app, path string) {
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 {
 		log.Warn(fmt.Sprintf("key file %s is readable by other users (mode %#o); chmod 600 it", path, fi.Mode().Perm()), "app", app)
 	}
+}
+
+// checkTopic refuses a push certificate that does not cover the app's
+// topic: APNs would answer TopicDisallowed to every notification.
+func checkTopic(cert *apns.Certificate, topic string) error {
+	if cert.Covers(topic) {
+		return nil
+	}
+	file := cert.Source.Paths()[0]
+	if len(cert.Topics) == 0 {
+		return fmt.Errorf("certificate %s names no bundle id (no subject UID, no topics extension): is it an Apple push certificate?", file)
+	}
+	return fmt.Errorf("certificate %s is for %s, not for the app's topic %q (is it another app's certificate?)",
+		file, strings.Join(cert.Topics, ", "), topic)
 }

@@ -40,10 +40,11 @@ type Daemon struct {
 	stopOnce sync.Once
 	stopErr  error
 
-	watchOpts watchOptions
-	onReload  func(begin bool)
-	stopWatch chan struct{}
-	watchDone <-chan struct{}
+	watchOpts  watchOptions
+	onReload   func(begin bool)
+	tokenClock func() time.Time
+	stopWatch  chan struct{}
+	watchDone  <-chan struct{}
 }
 
 // Options are the parts of a daemon that do not come from the config file.
@@ -60,6 +61,8 @@ type Options struct {
 	OnReload func(begin bool)
 	// watch tunes the credential file watcher (tests).
 	watch watchOptions
+	// tokenClock drives the JWT schedule (tests; nil: time.Now).
+	tokenClock func() time.Time
 }
 
 // New loads every credential and prepares the APNs clients. It opens no
@@ -73,7 +76,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	if o.Now != nil {
 		now = o.Now
 	}
-	apps, err := buildApps(cfg, log, now())
+	apps, err := buildApps(cfg, log, now(), o.tokenClock)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +88,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		}
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, be: be, listener: o.Listener, inherited: o.Listener != nil, watchOpts: o.watch, onReload: o.OnReload}
+	d := &Daemon{cfg: cfg, log: log, be: be, listener: o.Listener, inherited: o.Listener != nil, watchOpts: o.watch, onReload: o.OnReload, tokenClock: o.tokenClock}
 	be.reload = func(ctx context.Context) (*ipc.ReloadReport, error) { return d.Reload(ctx) }
 	d.srv = &ipc.Server{
 		Backend:      be,
@@ -146,6 +149,12 @@ func (d *Daemon) ServeErr() <-chan error { return d.serveErr }
 func (d *Daemon) Reload(ctx context.Context) (*ipc.ReloadReport, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	d.be.mu.RLock()
+	shutting := d.be.shutting
+	d.be.mu.RUnlock()
+	if shutting {
+		return nil, ipc.Errorf(ipc.CodeShuttingDown, true, "apnsd is shutting down; not reloading")
+	}
 	if d.onReload != nil {
 		d.onReload(true)
 		defer d.onReload(false)
@@ -185,6 +194,21 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 		changes = append(changes, "socket settings changed; they take effect at the next restart")
 		cfg.Socket = d.cfg.Socket
 	}
+	// These are read once at start; say so rather than ignore them.
+	for _, c := range []struct {
+		name     string
+		old, new any
+	}{
+		{"shutdown_timeout", d.cfg.ShutdownTimeout, cfg.ShutdownTimeout},
+		{"log_level", d.cfg.LogLevel, cfg.LogLevel},
+		{"log_format", d.cfg.LogFormat, cfg.LogFormat},
+		{"unregistered_file", d.cfg.UnregisteredFile, cfg.UnregisteredFile},
+	} {
+		if c.old != c.new {
+			changes = append(changes, c.name+" changed; it takes effect at the next restart")
+		}
+	}
+	cfg.ShutdownTimeout, cfg.LogLevel, cfg.LogFormat, cfg.UnregisteredFile = d.cfg.ShutdownTimeout, d.cfg.LogLevel, d.cfg.LogFormat, d.cfg.UnregisteredFile
 	old := d.be.appMap()
 	next := map[string]*appState{}
 	var built []*appState
@@ -194,7 +218,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 			next[ac.Name] = prev
 			continue
 		}
-		st, err := buildApp(ac, d.log, now)
+		st, err := buildApp(ac, d.log, now, d.tokenClock)
 		if err != nil {
 			for _, b := range built {
 				b.close()

@@ -424,3 +424,110 @@ topic = "com.example.tok"
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// On 403 ExpiredProviderToken the token is refreshed (when Apple's
+// 20-minute rule allows) and the notification retried once; a token younger
+// than 20 minutes is not refreshed and the 403 is passed back.
+func TestExpiredProviderTokenRefreshAndRetry(t *testing.T) {
+	dir := shortTempDir(t)
+	key, p8, err := pki.NewP8Key()
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "k.p8"), p8, 0o600))
+	var (
+		mu     sync.Mutex
+		tokens []string
+		expire = map[string]bool{} // tokens the stand-in calls expired
+	)
+	verify := apnstest.ES256Verifier(tokenKeys("ABCDE12345", key))
+	srv, err := apnstest.New(apnstest.Options{VerifyToken: func(jwt string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		tokens = append(tokens, jwt)
+		if expire[jwt] {
+			return "ExpiredProviderToken"
+		}
+		return verify(jwt)
+	}})
+	must(t, err)
+	t.Cleanup(srv.Close)
+	must(t, os.WriteFile(filepath.Join(dir, "ca.pem"), srv.CACertPEM(), 0o644))
+	cfgPath := filepath.Join(dir, "apnsd.toml")
+	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+[socket]
+path = %q
+[[apps]]
+name = "tok"
+topic = "com.example.tok"
+  [apps.token]
+  key_file = "k.p8"
+  key_id = "ABCDE12345"
+  team_id = "TEAM123456"
+  [apps.production]
+  endpoint = %q
+  ca_file = "ca.pem"
+`, filepath.Join(dir, "s.sock"), srv.URL)), 0o644))
+	cfg, err := config.Load(cfgPath)
+	must(t, err)
+	var clock atomic.Int64
+	// The stand-in checks iat against the real clock: start in the past.
+	clock.Store(time.Now().Add(-30 * time.Minute).UnixNano())
+	d, err := New(cfg, Options{tokenClock: func() time.Time { return time.Unix(0, clock.Load()) }})
+	must(t, err)
+	must(t, d.Start())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
+	})
+	cn, err := (&ipc.Client{Socket: cfg.Socket.Path}).Connect(context.Background())
+	must(t, err)
+	defer cn.Close()
+	send := func() *ipc.Response {
+		r, err := cn.Do(context.Background(), map[string]any{"token": "aa", "alert": "x"})
+		must(t, err)
+		return r
+	}
+	if r := send(); !r.OK {
+		t.Fatalf("first send: %+v", r)
+	}
+	mu.Lock()
+	first := tokens[0]
+	expire[first] = true
+	mu.Unlock()
+	// 5 minutes later APNs calls the token expired: too young to replace.
+	clock.Add(int64(5 * time.Minute))
+	if r := send(); r.OK || r.Status != 403 || r.Reason != "ExpiredProviderToken" {
+		t.Fatalf("young token: %+v, want the 403 passed back", r)
+	}
+	// 25 minutes later: refreshed and retried once, same request succeeds.
+	clock.Add(int64(20 * time.Minute))
+	if r := send(); !r.OK {
+		t.Fatalf("after 25 minutes: %+v, want a refresh and a successful retry", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if last := tokens[len(tokens)-1]; last == first {
+		t.Error("the retry carried the expired token")
+	}
+	distinct := map[string]bool{}
+	for _, tk := range tokens {
+		distinct[tk] = true
+	}
+	if len(distinct) != 2 {
+		t.Errorf("%d distinct tokens minted, want 2", len(distinct))
+	}
+}
+
+func TestReloadRefusesCertificateForAnotherTopic(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	c := h.dial()
+	other, err := h.sandboxCA.PushCert(pki.PushCertOptions{Topic: "com.example.someone-else"})
+	must(t, err)
+	must(t, other.WriteFiles(filepath.Join(h.dir, "sb.crt"), filepath.Join(h.dir, "sb.key")))
+	m := c.do(`{"op":"reload"}`)
+	wantErr(t, m, ipc.CodeReloadFailed)
+	if !strings.Contains(m["message"].(string), "com.example.someone-else") {
+		t.Errorf("message does not say whose certificate it is: %v", m)
+	}
+	h.waitPresents(c, h.sandboxCert.Cert)
+}

@@ -21,6 +21,7 @@ func TestCleanToken(t *testing.T) {
 		{"A1B2C3D4", "a1b2c3d4", true},
 		{"<a1b2c3d4 e5f60718>", "a1b2c3d4e5f60718", true},
 		{" <A1B2 c3d4>\t", "a1b2c3d4", true},
+		{"a1b2\u00a0c3d4\v", "a1b2c3d4", true},
 		{strings.Repeat("ab", 100), strings.Repeat("ab", 100), true}, // 100-byte tokens announced
 		{"", "", false},
 		{"<>", "", false},
@@ -80,6 +81,10 @@ func TestDecodeAndSendRequest(t *testing.T) {
 		{`{"token":"aa","alert":"x","expiration":-5}`, CodeBadRequest, nil},
 		{`{"id":{"x":1},"op":"ping"}`, CodeBadRequest, nil},
 		{`{"token":"a","alert":"x"}`, CodeInvalidToken, nil},
+		{`{"token":"` + strings.Repeat("ab", 513) + `","alert":"x"}`, CodeInvalidToken, nil},
+		{`{"token":"aa","alert":"x","topic":"com.example\nx"}`, CodeBadRequest, nil},
+		{`{"token":"aa","alert":"x","collapse_id":"a\u0000b"}`, CodeBadRequest, nil},
+		{`{"id":null,"token":"aa","alert":"x"}`, "", func(s *SendRequest) string { return "" }},
 		{`{"alert":"x"}`, CodeInvalidToken, nil},
 		{`{"token":"aa","payload":{"a":"` + strings.Repeat("x", 4100) + `"}}`, CodePayloadTooLarge, nil},
 		{`{"token":"aa"`, CodeBadJSON, nil},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
 
 	"github.com/apnsd/apnsd/internal/apns"
 )
@@ -154,6 +155,9 @@ func DecodeRequest(line []byte) (*Request, *Error) {
 		_ = json.Unmarshal(trimmed, &idOnly)
 		req.ID = idOnly.ID
 		return &req, Errorf(CodeBadRequest, false, "%s", describeDecodeError(err))
+	}
+	if string(req.ID) == "null" {
+		req.ID = nil // "id": null is the same as no id
 	}
 	if len(req.ID) > 0 && !validID(req.ID) {
 		return &req, Errorf(CodeBadRequest, false, "id must be a string or a number")
@@ -340,6 +344,11 @@ func defaultPushType(payload []byte) string {
 	return apns.PushTypeBackground
 }
 
+// MaxTokenHex bounds a device token's length: Apple's tokens are 32 bytes
+// and 100 bytes has been announced; this leaves ample room without letting
+// a huge string reach APNs' header limits.
+const MaxTokenHex = 1024
+
 // CleanToken accepts a device token the way apps log it: "<a1b2c3d4 e5f6...>"
 // or plain hex in either case. It strips '<', '>' and whitespace, lowercases,
 // and requires a non-empty, even number of hex digits. Apple says token length
@@ -349,7 +358,7 @@ func CleanToken(s string) (string, error) {
 	b.Grow(len(s))
 	for _, r := range s {
 		switch {
-		case r == '<' || r == '>' || r == ' ' || r == '\t' || r == '\n' || r == '\r':
+		case r == '<' || r == '>' || unicode.IsSpace(r):
 		case r >= '0' && r <= '9', r >= 'a' && r <= 'f':
 			b.WriteRune(r)
 		case r >= 'A' && r <= 'F':
@@ -364,6 +373,9 @@ func CleanToken(s string) (string, error) {
 	}
 	if len(t)%2 != 0 {
 		return "", fmt.Errorf("device token has %d hex digits; it must have an even number", len(t))
+	}
+	if len(t) > MaxTokenHex {
+		return "", fmt.Errorf("device token has %d hex digits; apnsd accepts at most %d", len(t), MaxTokenHex)
 	}
 	return t, nil
 }

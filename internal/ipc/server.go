@@ -150,7 +150,12 @@ func (s *Server) CloseConns(ctx context.Context) error {
 			c.Close()
 		}
 		s.mu.Unlock()
-		<-done
+		// A writer still waiting for an answer the backend never gave
+		// would hold this forever; do not wait for it past a moment.
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
 		return ctx.Err()
 	}
 }
