@@ -356,37 +356,12 @@ func TestTokenAuthEndToEnd(t *testing.T) {
 	dir := shortTempDir(t)
 	key, p8, err := pki.NewP8Key()
 	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, "AuthKey_ABCDE12345.p8"), p8, 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "k.p8"), p8, 0o600))
 	srv, err := apnstest.New(apnstest.Options{TokenKeys: tokenKeys("ABCDE12345", key)})
 	must(t, err)
 	t.Cleanup(srv.Close)
-	must(t, os.WriteFile(filepath.Join(dir, "ca.pem"), srv.CACertPEM(), 0o644))
-	cfgPath := filepath.Join(dir, "apnsd.toml")
-	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-[socket]
-path = %q
-[[apps]]
-name = "tok"
-topic = "com.example.tok"
-  [apps.token]
-  key_file = "AuthKey_ABCDE12345.p8"
-  key_id = "ABCDE12345"
-  team_id = "TEAM123456"
-  [apps.production]
-  endpoint = %q
-  ca_file = "ca.pem"
-`, filepath.Join(dir, "s.sock"), srv.URL)), 0o644))
-	cfg, err := config.Load(cfgPath)
-	must(t, err)
-	d, err := New(cfg, Options{watch: fastWatch})
-	must(t, err)
-	must(t, d.Start())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d.Shutdown(ctx)
-	})
-	cn, err := (&ipc.Client{Socket: cfg.Socket.Path}).Connect(context.Background())
+	d, sock := startTokenDaemon(t, dir, srv, Options{watch: fastWatch})
+	cn, err := (&ipc.Client{Socket: sock}).Connect(context.Background())
 	must(t, err)
 	defer cn.Close()
 	r, err := cn.Do(context.Background(), map[string]any{"token": "aa", "alert": "x"})
@@ -410,7 +385,7 @@ topic = "com.example.tok"
 	srv2, err := apnstest.New(apnstest.Options{Addr: srv.Addr(), CA: srv.CA, TokenKeys: tokenKeys("ABCDE12345", key2)})
 	must(t, err)
 	t.Cleanup(srv2.Close)
-	writeAtomic(t, filepath.Join(dir, "AuthKey_ABCDE12345.p8"), p82)
+	writeAtomic(t, filepath.Join(dir, "k.p8"), p82)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		r, err := cn.Do(context.Background(), map[string]any{"token": "aa", "alert": "x"})
@@ -450,36 +425,11 @@ func TestExpiredProviderTokenRefreshAndRetry(t *testing.T) {
 	}})
 	must(t, err)
 	t.Cleanup(srv.Close)
-	must(t, os.WriteFile(filepath.Join(dir, "ca.pem"), srv.CACertPEM(), 0o644))
-	cfgPath := filepath.Join(dir, "apnsd.toml")
-	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-[socket]
-path = %q
-[[apps]]
-name = "tok"
-topic = "com.example.tok"
-  [apps.token]
-  key_file = "k.p8"
-  key_id = "ABCDE12345"
-  team_id = "TEAM123456"
-  [apps.production]
-  endpoint = %q
-  ca_file = "ca.pem"
-`, filepath.Join(dir, "s.sock"), srv.URL)), 0o644))
-	cfg, err := config.Load(cfgPath)
-	must(t, err)
 	var clock atomic.Int64
 	// The stand-in checks iat against the real clock: start in the past.
 	clock.Store(time.Now().Add(-30 * time.Minute).UnixNano())
-	d, err := New(cfg, Options{tokenClock: func() time.Time { return time.Unix(0, clock.Load()) }})
-	must(t, err)
-	must(t, d.Start())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d.Shutdown(ctx)
-	})
-	cn, err := (&ipc.Client{Socket: cfg.Socket.Path}).Connect(context.Background())
+	_, sock := startTokenDaemon(t, dir, srv, Options{tokenClock: func() time.Time { return time.Unix(0, clock.Load()) }})
+	cn, err := (&ipc.Client{Socket: sock}).Connect(context.Background())
 	must(t, err)
 	defer cn.Close()
 	send := func() *ipc.Response {
@@ -530,4 +480,38 @@ func TestReloadRefusesCertificateForAnotherTopic(t *testing.T) {
 		t.Errorf("message does not say whose certificate it is: %v", m)
 	}
 	h.waitPresents(c, h.sandboxCert.Cert)
+}
+
+// startTokenDaemon runs a daemon with one token-auth app ("tok", key id
+// ABCDE12345, key file k.p8 in dir) sending to srv, and returns it and its
+// socket.
+func startTokenDaemon(t *testing.T, dir string, srv *apnstest.Server, o Options) (*Daemon, string) {
+	t.Helper()
+	must(t, os.WriteFile(filepath.Join(dir, "ca.pem"), srv.CACertPEM(), 0o644))
+	cfgPath := filepath.Join(dir, "apnsd.toml")
+	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+[socket]
+path = %q
+[[apps]]
+name = "tok"
+topic = "com.example.tok"
+  [apps.token]
+  key_file = "k.p8"
+  key_id = "ABCDE12345"
+  team_id = "TEAM123456"
+  [apps.production]
+  endpoint = %q
+  ca_file = "ca.pem"
+`, filepath.Join(dir, "s.sock"), srv.URL)), 0o644))
+	cfg, err := config.Load(cfgPath)
+	must(t, err)
+	d, err := New(cfg, o)
+	must(t, err)
+	must(t, d.Start())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
+	})
+	return d, cfg.Socket.Path
 }
