@@ -35,8 +35,15 @@ func main() {
 	flag.StringVar(&h2loadPath, "h2load-bin", "/usr/bin/h2load", "h2load binary (Debian: nghttp2-client)")
 	flag.StringVar(&logLevel, "log-level", "warn", "daemon log level (debug logging distorts the numbers)")
 	flag.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the daemon phase to this file")
+	flag.DurationVar(&o.RSSEvery, "rss-every", 0, "sample VmRSS, live heap, goroutines and notifications done this often during the daemon phase, and judge whether RSS stays flat (e.g. 5s)")
+	flag.IntVar(&o.Hostile, "hostile", 0, "add this many hostile connections to the daemon phase that send requests and never read an answer")
+	flag.IntVar(&o.LongLine, "longline", 0, "add this many hostile connections to the daemon phase that send 1 MiB lines (over max_line_bytes), 8 a second")
+	flag.IntVar(&o.MaxPendingPerConn, "max-pending", 0, "the daemon's socket.max_pending_per_conn (default max(1024, pipeline))")
+	flag.BoolVar(&o.DirectApnsID, "direct-apns-id", false, "give each direct-path notification a fresh apns-id, as the daemon does (default: none, as before)")
+	direct := flag.Bool("direct", true, "run phase B (straight to the sink); -direct=false for a daemon-only soak")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
 	flag.Parse()
+	o.SkipDirect = !*direct
 	if h2load {
 		o.H2load = h2loadPath
 	}

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,6 +61,14 @@ type Options struct {
 	// Logger is the daemon's logger; nil means warnings and errors to
 	// stderr (so per-request logging does not distort the numbers).
 	Logger *slog.Logger
+	// MaxPendingPerConn is the daemon's socket.max_pending_per_conn
+	// (default max(1024, Pipeline)); MaxLineBytes its
+	// socket.max_line_bytes (default: the daemon's, 65536).
+	MaxPendingPerConn, MaxLineBytes int
+	// DirectApnsID gives every direct-path notification a fresh apns-id,
+	// as the daemon's backend does (so retries carry the same id); off,
+	// the direct path sends none and APNs (or the sink) picks one.
+	DirectApnsID bool
 }
 
 func (o *Options) defaults() {
@@ -95,6 +102,11 @@ type Env struct {
 	// so the direct path sends exactly the same request.
 	notif  apns.Notification
 	direct *apns.Client
+	// done counts answers the daemon-path socket clients have read.
+	done atomic.Int64
+	// hostileSndBuf, when > 0, is the send buffer of hostile connections
+	// (tests: a smaller tail to drain when they close).
+	hostileSndBuf int
 }
 
 // Setup makes throwaway certificates and starts the sink. The daemon and
@@ -158,13 +170,29 @@ func (e *Env) SinkAnswered() int64 {
 	return e.sink.answered.Load()
 }
 
+// Done is how many answers the daemon path's socket clients have read so
+// far (all runs, warm-up included).
+func (e *Env) Done() int64 { return e.done.Load() }
+
+// MaxPending is the daemon's max_pending_per_conn.
+func (e *Env) MaxPending() int {
+	if e.o.MaxPendingPerConn > 0 {
+		return e.o.MaxPendingPerConn
+	}
+	return max(config.DefaultMaxPendingPerConn, e.o.Pipeline)
+}
+
 // SocketPath is the daemon's socket (once StartDaemon ran).
 func (e *Env) SocketPath() string { return e.d.SocketPath() }
 
 // daemonConfig is the apnsd.toml the benchmark runs the daemon with.
 func (e *Env) daemonConfig() string {
 	queue := max(config.DefaultQueueSize, 2*e.o.Clients*e.o.Pipeline)
-	pending := max(config.DefaultMaxPendingPerConn, e.o.Pipeline)
+	pending := e.MaxPending()
+	lineCap := ""
+	if e.o.MaxLineBytes > 0 {
+		lineCap = fmt.Sprintf("max_line_bytes = %d\n", e.o.MaxLineBytes)
+	}
 	return fmt.Sprintf(`request_timeout = %q
 shutdown_timeout = "5s"
 queue_size = %d
@@ -174,7 +202,7 @@ log_level = "warn"
 path = %q
 mode = "0600"
 max_pending_per_conn = %d
-
+%s
 [[apps]]
 name = %q
 topic = %q
@@ -186,7 +214,7 @@ default_env = "sandbox"
   endpoint = %q
   ca_file = %q
   connections = %d
-`, RequestTimeout.String(), queue, filepath.Join(e.dir, "apnsd.sock"), pending,
+`, RequestTimeout.String(), queue, filepath.Join(e.dir, "apnsd.sock"), pending, lineCap,
 		App, Topic, e.m.certFile, e.m.keyFile, e.sink.url, e.m.caFile, e.o.Conns)
 }
 
@@ -330,40 +358,36 @@ func (r *Result) Rate() float64 {
 	return float64(r.Answered) / r.Elapsed.Seconds()
 }
 
+// tally is one client's (or sender's) count of answers by kind; the
+// latencies go to the phase's shared histogram.
 type tally struct {
-	lat     []time.Duration
+	lat     *hist
 	answers map[string]int
 	errs    int
 }
 
-func newTally(n int) *tally {
-	return &tally{lat: make([]time.Duration, 0, n), answers: map[string]int{}}
+func newTally(h *hist) *tally {
+	return &tally{lat: h, answers: map[string]int{}}
 }
 
 func (t *tally) add(kind string, isErr bool, d time.Duration) {
-	t.lat = append(t.lat, d)
+	t.lat.add(d)
 	t.answers[kind]++
 	if isErr {
 		t.errs++
 	}
 }
 
-func finish(path string, sent int, elapsed time.Duration, ts []*tally) Result {
+func finish(path string, sent int, elapsed time.Duration, ts []*tally, lat *hist) Result {
 	r := Result{Path: path, Sent: sent, Elapsed: elapsed, Answers: map[string]int{}}
-	var lat []time.Duration
 	for _, t := range ts {
-		lat = append(lat, t.lat...)
 		for k, v := range t.answers {
 			r.Answers[k] += v
 		}
 		r.Errors += t.errs
 	}
-	r.Answered = len(lat)
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-		r.P50, r.P90, r.P99, r.Max = pct(0.50), pct(0.90), pct(0.99), lat[len(lat)-1]
-	}
+	r.Answered = lat.count()
+	r.P50, r.P90, r.P99, r.Max = lat.percentile(0.50), lat.percentile(0.90), lat.percentile(0.99), time.Duration(lat.max.Load())
 	return r
 }
 
@@ -389,6 +413,7 @@ func (e *Env) RunDaemon(ctx context.Context, n int, d time.Duration) (Result, er
 		n = -1
 	}
 	ts := make([]*tally, clients)
+	lat := new(hist)
 	errs := make([]error, clients)
 	var sent atomic.Int64
 	var wg sync.WaitGroup
@@ -401,7 +426,7 @@ func (e *Env) RunDaemon(ctx context.Context, n int, d time.Duration) (Result, er
 		if n >= 0 {
 			count = share(n, clients, i)
 		}
-		ts[i] = newTally(max(count, 1024))
+		ts[i] = newTally(lat)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -412,7 +437,7 @@ func (e *Env) RunDaemon(ctx context.Context, n int, d time.Duration) (Result, er
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	r := finish("daemon", int(sent.Load()), elapsed, ts)
+	r := finish("daemon", int(sent.Load()), elapsed, ts, lat)
 	return r, errors.Join(errs...)
 }
 
@@ -505,6 +530,7 @@ func (e *Env) runConn(ctx context.Context, count, pipeline int, deadline time.Ti
 		}
 		kind, isErr := classify(line)
 		t.add(kind, isErr, lat)
+		e.done.Add(1)
 		got++
 	}
 	<-writerDone
@@ -549,6 +575,7 @@ func (e *Env) RunDirect(ctx context.Context, n int, d time.Duration) (Result, er
 	}
 	var next atomic.Int64
 	ts := make([]*tally, workers)
+	lat := new(hist)
 	var wg sync.WaitGroup
 	start := time.Now()
 	var deadline time.Time
@@ -556,7 +583,7 @@ func (e *Env) RunDirect(ctx context.Context, n int, d time.Duration) (Result, er
 		deadline = start.Add(d)
 	}
 	for w := range workers {
-		ts[w] = newTally(max(n/workers+1, 64))
+		ts[w] = newTally(lat)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -574,7 +601,13 @@ func (e *Env) RunDirect(ctx context.Context, n int, d time.Duration) (Result, er
 				}
 				t0 := time.Now()
 				rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-				res, err := e.direct.Send(rctx, &e.notif)
+				n := &e.notif
+				if e.o.DirectApnsID {
+					c := e.notif
+					c.ApnsID = apns.NewUUID()
+					n = &c
+				}
+				res, err := e.direct.Send(rctx, n)
 				cancel()
 				lat := time.Since(t0)
 				if err != nil {
@@ -587,7 +620,7 @@ func (e *Env) RunDirect(ctx context.Context, n int, d time.Duration) (Result, er
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	r := finish("direct", 0, elapsed, ts)
+	r := finish("direct", 0, elapsed, ts, lat)
 	r.Sent = r.Answered
 	return r, ctx.Err()
 }
@@ -713,6 +746,14 @@ type Report struct {
 	SinkAnswered int64
 	// H2load is the h2load ceiling, when asked for.
 	H2load *H2loadResult
+	// Series is the memory time series of the daemon phase (RSSEvery),
+	// Flat its summary.
+	Series []Sample
+	Flat   Flatness
+	// Hostile summarises the hostile connections of the daemon phase.
+	Hostile []HostileStats
+	// DirectSkipped: phase B was not run (SkipDirect).
+	DirectSkipped bool
 }
 
 // Ratio is the daemon's rate over the direct rate.
@@ -740,6 +781,15 @@ type RunOptions struct {
 	// CPUProfile, when set, is a file to write a CPU profile of the daemon
 	// phase to (daemon and socket clients, plus an in-process sink).
 	CPUProfile string
+	// RSSEvery, when > 0, samples VmRSS, the live Go heap, goroutines and
+	// notifications done this often during the daemon phase (Report.Series
+	// and Report.Flat).
+	RSSEvery time.Duration
+	// Hostile and LongLine add that many NeverRead and LongLine
+	// connections to the daemon phase, alongside the measured clients.
+	Hostile, LongLine int
+	// SkipDirect skips phase B (e.g. for a daemon-only soak).
+	SkipDirect bool
 	// Out receives progress lines; nil discards.
 	Out io.Writer
 }
@@ -780,7 +830,23 @@ func Run(ctx context.Context, o RunOptions) (*Report, error) {
 	} else if w.Errors > 0 {
 		return nil, fmt.Errorf("daemon warm-up: %d errors: %v", w.Errors, w.Answers)
 	}
+	var hostile *Hostile
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	if o.Hostile > 0 || o.LongLine > 0 {
+		fmt.Fprintf(out, "hostile: %d never-reading and %d over-long-line connection(s) (max_pending_per_conn %d)\n", o.Hostile, o.LongLine, e.MaxPending())
+		if hostile, err = e.StartHostile(hctx, o.Hostile, o.LongLine); err != nil {
+			hcancel()
+			hostile.Wait()
+			return nil, fmt.Errorf("hostile clients: %w", err)
+		}
+	}
 	fmt.Fprintf(out, "phase A: %s through the daemon (%d clients x %d pipelined)\n", sizeText(n, d), o.Clients, o.Pipeline)
+	var sp *sampler
+	if o.RSSEvery > 0 {
+		done0 := e.Done()
+		sp = startSampler(o.RSSEvery, e.SinkPID(), func() int64 { return e.Done() - done0 }, out)
+	}
 	rep.Daemon, err = measure(e.SinkPID(), func() (Result, error) {
 		if o.CPUProfile != "" {
 			f, err := os.Create(o.CPUProfile)
@@ -795,27 +861,23 @@ func Run(ctx context.Context, o RunOptions) (*Report, error) {
 		}
 		return e.RunDaemon(ctx, n, d)
 	})
+	if sp != nil {
+		rep.Series = sp.stop()
+		rep.Flat = FlatnessOf(rep.Series)
+	}
+	if hostile != nil {
+		hcancel()
+		rep.Hostile = hostile.Wait()
+	}
 	if err != nil {
 		return rep, fmt.Errorf("daemon phase: %w", err)
 	}
 	e.StopDaemon()
-
-	// Phase B: straight to the sink.
-	if err := e.StartDirect(ctx); err != nil {
-		return nil, err
+	if o.SkipDirect {
+		rep.DirectSkipped = true
+	} else if err := runDirectPhase(ctx, o, e, rep, out); err != nil {
+		return rep, err
 	}
-	fmt.Fprintf(out, "direct: %d connection(s) up; warming up (%d)\n", o.Conns, o.Warmup)
-	if w, err := e.RunDirect(ctx, o.Warmup, 0); err != nil {
-		return nil, fmt.Errorf("direct warm-up: %w", err)
-	} else if w.Errors > 0 {
-		return nil, fmt.Errorf("direct warm-up: %d errors: %v", w.Errors, w.Answers)
-	}
-	fmt.Fprintf(out, "phase B: %s straight to the sink (%d concurrent senders)\n", sizeText(n, d), o.Clients*o.Pipeline)
-	rep.Direct, err = measure(e.SinkPID(), func() (Result, error) { return e.RunDirect(ctx, n, d) })
-	if err != nil {
-		return rep, fmt.Errorf("direct phase: %w", err)
-	}
-	e.StopDirect()
 	rep.SinkAnswered = e.SinkAnswered()
 
 	if o.H2load != "" {
@@ -827,6 +889,28 @@ func Run(ctx context.Context, o RunOptions) (*Report, error) {
 		rep.H2load = h
 	}
 	return rep, nil
+}
+
+// runDirectPhase is phase B: the same load straight to the sink.
+func runDirectPhase(ctx context.Context, o RunOptions, e *Env, rep *Report, out io.Writer) error {
+	n, d := o.N, o.Duration
+	if err := e.StartDirect(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "direct: %d connection(s) up; warming up (%d)\n", o.Conns, o.Warmup)
+	if w, err := e.RunDirect(ctx, o.Warmup, 0); err != nil {
+		return fmt.Errorf("direct warm-up: %w", err)
+	} else if w.Errors > 0 {
+		return fmt.Errorf("direct warm-up: %d errors: %v", w.Errors, w.Answers)
+	}
+	fmt.Fprintf(out, "phase B: %s straight to the sink (%d concurrent senders)\n", sizeText(n, d), o.Clients*o.Pipeline)
+	var err error
+	rep.Direct, err = measure(e.SinkPID(), func() (Result, error) { return e.RunDirect(ctx, n, d) })
+	if err != nil {
+		return fmt.Errorf("direct phase: %w", err)
+	}
+	e.StopDirect()
+	return nil
 }
 
 func sizeText(n int, d time.Duration) string {
