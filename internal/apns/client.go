@@ -490,14 +490,18 @@ func (c *Client) reserve(ctx context.Context) (*conn, error) {
 		return nil, waitErr(ctx, up, lastErr)
 	}
 	defer func() { <-c.gate }()
+	repoll := time.NewTimer(reserveRepoll)
+	defer repoll.Stop()
 	for {
 		wake := c.wakeChan()
 		cn, up, lastErr, err := c.tryReserve()
 		if cn != nil || err != nil {
 			return cn, err
 		}
+		repoll.Reset(reserveRepoll)
 		select {
 		case <-wake:
+		case <-repoll.C:
 		case <-ctx.Done():
 			return nil, waitErr(ctx, up, lastErr)
 		}
@@ -516,6 +520,12 @@ func (c *Client) upAndErr() (up int, lastErr error) {
 	}
 	return up, c.lastErr
 }
+
+// reserveRepoll bounds how long the waiter at the head of the queue can miss
+// freed capacity: net/http's ClientConn state hook compares snapshots, so a
+// stream that opens and finishes while an earlier hook call runs is never
+// reported. Only one goroutine (the head) polls.
+const reserveRepoll = 50 * time.Millisecond
 
 // waitErr is the error for a wait for a stream that ended with ctx: with no
 // connection up, ErrUnavailable (wrapping why); else ctx's error.
