@@ -308,7 +308,10 @@ topic = "com.example.other"
 	if m := c.do(`{"token":"aa","alert":"x"}`); m["error"] != ipc.CodeUnknownApp {
 		t.Errorf("with two apps, a send without app must name one: %v", m)
 	}
-	sandboxConns := h.sandbox.Connections()
+	if m := c.do(`{"token":"aa","alert":"x","app":"app"}`); m["ok"] != true {
+		t.Fatalf("send to the first app: %v", m)
+	}
+	sandboxConns := h.sandbox.Connections() // the first app's connection is up now
 	// An invalid config is refused; the running one stays.
 	must(t, os.WriteFile(h.cfgPath, []byte(added+"\nqueue_sise = 1\n"), 0o644))
 	m = c.do(`{"op":"reload"}`)
