@@ -689,3 +689,24 @@ func TestAllowListRefusesOthers(t *testing.T) {
 		t.Error("peerAllowed rules")
 	}
 }
+
+func TestSocketGroup(t *testing.T) {
+	dir := shortTempDir(t)
+	for _, group := range []string{"0", "root"} {
+		path := filepath.Join(dir, "g"+group+".sock")
+		l, err := ListenUnix(path, 0o660, group)
+		if err != nil {
+			t.Fatalf("group %q: %v", group, err)
+		}
+		fi, err := os.Stat(path)
+		must(t, err)
+		if st := fi.Sys().(*syscall.Stat_t); st.Gid != 0 || fi.Mode().Perm() != 0o660 {
+			t.Errorf("group %q: gid %d mode %v", group, st.Gid, fi.Mode().Perm())
+		}
+		l.Close()
+	}
+	_, err := ListenUnix(filepath.Join(dir, "x.sock"), 0o660, "no-such-group-apnsd")
+	if err == nil || !strings.Contains(err.Error(), "no-such-group-apnsd") {
+		t.Errorf("unknown group: %v", err)
+	}
+}
