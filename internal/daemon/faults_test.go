@@ -25,7 +25,6 @@ package daemon
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -983,7 +982,7 @@ default_env = "sandbox"
 		return apnstest.Reply{Delay: 300 * time.Millisecond}
 	})
 
-	var logBuf faultLogBuf
+	var logBuf syncBuffer
 	cmd := exec.Command(bin, "-config", cfgPath, "-log-format", "text")
 	cmd.Stderr = &logBuf
 	cmd.Stdout = &logBuf
@@ -1174,22 +1173,4 @@ func buildApnsd(t *testing.T) string {
 		t.Fatalf("go build ./cmd/apnsd: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// faultLogBuf collects a child process's output.
-type faultLogBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *faultLogBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *faultLogBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
