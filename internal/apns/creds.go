@@ -25,8 +25,9 @@ import (
 )
 
 // Sentinel errors for credential problems. Every error returned by
-// LoadCertificate is a *CredentialError that matches exactly one of these
-// with errors.Is; its message names the file and the problem.
+// LoadCertificate or LoadTokenKey is a *CredentialError that matches
+// exactly one of these with errors.Is; its message names the file and the
+// problem and never contains key material.
 var (
 	// ErrCertFiles: the CertFiles combination itself is wrong (nothing
 	// set, both a PEM and a .p12, a key file without a certificate, ...).
@@ -56,6 +57,18 @@ var (
 	// ErrP12Password: the .p12 passphrase is wrong, or could not be
 	// obtained (password file unreadable, environment variable unset).
 	ErrP12Password = errors.New("PKCS#12 passphrase wrong or unavailable")
+
+	// Token (.p8) keys; LoadTokenKey also uses ErrUnreadable and
+	// ErrEncryptedKey.
+
+	// ErrBadTokenKey: the file is not a usable .p8 signing key: not PEM,
+	// no private key in it, not PKCS#8 (or SEC 1), not an EC key, not on
+	// the P-256 curve, or more than one key.
+	ErrBadTokenKey = errors.New("invalid token signing key")
+	// ErrBadKeyID: the key id is not 10 characters of A-Z and 0-9.
+	ErrBadKeyID = errors.New("invalid token key id")
+	// ErrBadTeamID: the team id is not 10 characters of A-Z and 0-9.
+	ErrBadTeamID = errors.New("invalid team id")
 )
 
 // CredentialError is a problem loading a credential. Error returns a message

@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -21,21 +20,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-)
-
-// Sentinel errors for token-key problems. Every error returned by
-// LoadTokenKey is a *CredentialError that matches exactly one of these, or
-// ErrUnreadable or ErrEncryptedKey above, with errors.Is; its message names
-// the file and the problem and never contains key material.
-var (
-	// ErrBadTokenKey: the file is not a usable .p8 signing key: not PEM,
-	// no private key in it, not PKCS#8 (or SEC 1), not an EC key, not on
-	// the P-256 curve, or more than one key.
-	ErrBadTokenKey = errors.New("invalid token signing key")
-	// ErrBadKeyID: the key id is not 10 characters of A-Z and 0-9.
-	ErrBadKeyID = errors.New("invalid token key id")
-	// ErrBadTeamID: the team id is not 10 characters of A-Z and 0-9.
-	ErrBadTeamID = errors.New("invalid team id")
 )
 
 // Token timing defaults; see TokenOptions.
