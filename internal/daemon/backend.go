@@ -68,6 +68,33 @@ type envSender struct {
 	// the fingerprint of the key this sender's connections were opened with.
 	token   *apns.TokenSource
 	tokenFP string
+
+	// undelivered rate-limits the "not delivered" warning: during an
+	// outage every notification fails the same way, and one line per
+	// notification would flood the journal.
+	undeliveredMu    sync.Mutex
+	undeliveredSince time.Time // start of the current summary period
+	undeliveredN     int       // failures not yet reported in it
+}
+
+// undeliveredEvery is how often, at most, an environment logs a warning for
+// notifications it could not deliver; the ones in between are counted in
+// the next warning (and logged at debug level).
+const undeliveredEvery = 10 * time.Second
+
+func (es *envSender) logUndelivered(log *slog.Logger, e *ipc.Error) {
+	es.undeliveredMu.Lock()
+	now := time.Now()
+	es.undeliveredN++
+	if !es.undeliveredSince.IsZero() && now.Sub(es.undeliveredSince) < undeliveredEvery {
+		es.undeliveredMu.Unlock()
+		log.Debug("notification not delivered", "error", e.Code, "detail", e.Message)
+		return
+	}
+	n := es.undeliveredN
+	es.undeliveredSince, es.undeliveredN = now, 0
+	es.undeliveredMu.Unlock()
+	log.Warn("notification not delivered", "error", e.Code, "detail", e.Message, "count_since_last_warning", n)
 }
 
 type appState struct {
@@ -470,7 +497,7 @@ func (b *backend) answer(es *envSender, n *apns.Notification, res *apns.Response
 	default:
 		e = ipc.Errorf(ipc.CodeInternal, false, "%v", err)
 	}
-	log().Warn("notification not delivered", "error", e.Code, "detail", e.Message)
+	es.logUndelivered(log(), e)
 	return ipc.ErrorResponse(e)
 }
 

@@ -710,3 +710,20 @@ func TestSocketGroup(t *testing.T) {
 		t.Errorf("unknown group: %v", err)
 	}
 }
+
+func TestUndeliveredWarningIsRateLimited(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	es := &envSender{}
+	for range 100 {
+		es.logUndelivered(log, ipc.Errorf(ipc.CodeUnavailable, true, "no working connection"))
+	}
+	if n := strings.Count(buf.String(), "notification not delivered"); n != 1 {
+		t.Fatalf("%d warnings for 100 failures in a burst, want 1:\n%s", n, buf.String())
+	}
+	es.undeliveredSince = time.Now().Add(-undeliveredEvery) // the period is over
+	es.logUndelivered(log, ipc.Errorf(ipc.CodeUnavailable, true, "no working connection"))
+	if !strings.Contains(buf.String(), "count_since_last_warning=100") {
+		t.Errorf("the next warning does not count the suppressed ones:\n%s", buf.String())
+	}
+}
