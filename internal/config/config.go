@@ -823,16 +823,9 @@ func (c *Config) CheckFiles(now time.Time) error {
 				p.add(i, a.Name, e.Name+"."+certField(e.Cert, err), err, "%v", err)
 				continue
 			}
-			file := firstNonEmpty(e.Cert.CertFile, e.Cert.P12File)
 			field := e.Name + "." + certField(e.Cert, nil)
-			if !cert.Covers(a.Topic) {
-				p.add(i, a.Name, field, nil, "certificate %s is for %s, not the app's topic %q (%s)", file, strings.Join(cert.Topics, ", "), a.Topic, cert.Subject)
-			}
-			if u, err := url.Parse(e.Endpoint); err == nil {
-				hostEnv, apple := appleHosts[strings.ToLower(u.Hostname())]
-				if apple && cert.Env != "" && cert.Env != "both" && cert.Env != hostEnv {
-					p.add(i, a.Name, field, nil, "certificate %s is a %s certificate but the endpoint %s is Apple's %s host; APNs would answer BadCertificateEnvironment", file, cert.Env, u.Host, hostEnv)
-				}
+			for _, problem := range CertificateMisfits(cert, a.Topic, e.Endpoint) {
+				p.add(i, a.Name, field, nil, "%s", problem)
 			}
 		}
 		if a.Token != nil && usesToken {
@@ -842,6 +835,30 @@ func (c *Config) CheckFiles(now time.Time) error {
 		}
 	}
 	return p.err()
+}
+
+// CertificateMisfits lists why a loadable push certificate cannot serve an
+// app: it does not cover the app's topic (APNs would answer
+// TopicDisallowed), or it is a development certificate for Apple's
+// production host or the reverse (BadCertificateEnvironment). Both the
+// config check and the daemon (at start and on every reload) use it.
+func CertificateMisfits(cert *apns.Certificate, topic, endpoint string) []string {
+	var out []string
+	file := firstNonEmpty(cert.Source.CertFile, cert.Source.P12File)
+	if !cert.Covers(topic) {
+		if len(cert.Topics) == 0 {
+			out = append(out, fmt.Sprintf("certificate %s names no bundle id (no subject UID, no topics extension): is it an Apple push certificate? (%s)", file, cert.Subject))
+		} else {
+			out = append(out, fmt.Sprintf("certificate %s is for %s, not the app's topic %q (%s)", file, strings.Join(cert.Topics, ", "), topic, cert.Subject))
+		}
+	}
+	if u, err := url.Parse(endpoint); err == nil {
+		hostEnv, apple := appleHosts[strings.ToLower(u.Hostname())]
+		if apple && cert.Env != "" && cert.Env != "both" && cert.Env != hostEnv {
+			out = append(out, fmt.Sprintf("certificate %s is a %s certificate but the endpoint %s is Apple's %s host; APNs would answer BadCertificateEnvironment", file, cert.Env, u.Host, hostEnv))
+		}
+	}
+	return out
 }
 
 // certField names the key of CertFiles a load error is about.

@@ -268,7 +268,7 @@ func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now tim
 		for _, w := range apns.KeyFileWarnings(ec.Cert) {
 			log.Warn(w, "app", app.cfg.Name, "env", ec.Name)
 		}
-		if err := checkTopic(cert, app.cfg.Topic); err != nil {
+		if err := checkFit(cert, app.cfg.Topic, ec.Endpoint); err != nil {
 			return nil, err
 		}
 		es.cred.cur.Store(cert)
@@ -655,7 +655,7 @@ func (es *envSender) reloadCredential(now time.Time) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if err := checkTopic(cert, es.app.cfg.Topic); err != nil {
+	if err := checkFit(cert, es.app.cfg.Topic, es.cfg.Endpoint); err != nil {
 		return false, err
 	}
 	es.cred.mu.Lock()
@@ -733,16 +733,11 @@ func warnReadable(log *slog.Logger, app, path string) {
 	}
 }
 
-// checkTopic refuses a push certificate that does not cover the app's
-// topic: APNs would answer TopicDisallowed to every notification.
-func checkTopic(cert *apns.Certificate, topic string) error {
-	if cert.Covers(topic) {
-		return nil
+// checkFit refuses a certificate that cannot serve this app and endpoint
+// (see config.CertificateMisfits).
+func checkFit(cert *apns.Certificate, topic, endpoint string) error {
+	if m := config.CertificateMisfits(cert, topic, endpoint); len(m) > 0 {
+		return errors.New(strings.Join(m, "; "))
 	}
-	file := cert.Source.Paths()[0]
-	if len(cert.Topics) == 0 {
-		return fmt.Errorf("certificate %s names no bundle id (no subject UID, no topics extension): is it an Apple push certificate?", file)
-	}
-	return fmt.Errorf("certificate %s is for %s, not for the app's topic %q (is it another app's certificate?)",
-		file, strings.Join(cert.Topics, ", "), topic)
+	return nil
 }

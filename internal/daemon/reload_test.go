@@ -518,3 +518,29 @@ topic = "com.example.tok"
 	})
 	return d, cfg.Socket.Path
 }
+
+// A development certificate configured for Apple's production host is
+// refused at start (New does not connect anywhere).
+func TestWrongEnvironmentCertificateRefused(t *testing.T) {
+	dir := shortTempDir(t)
+	ca, err := pki.NewCA("push CA")
+	must(t, err)
+	dev, err := ca.PushCert(pki.PushCertOptions{Topic: "com.example.app"}) // development
+	must(t, err)
+	must(t, dev.WriteFiles(filepath.Join(dir, "dev.pem"), ""))
+	cfgPath := filepath.Join(dir, "apnsd.toml")
+	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+[socket]
+path = %q
+[[apps]]
+name = "app"
+topic = "com.example.app"
+  [apps.production]
+  cert_file = "dev.pem"
+`, filepath.Join(dir, "s.sock"))), 0o644))
+	cfg, err := config.Load(cfgPath)
+	must(t, err)
+	if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "BadCertificateEnvironment") || !strings.Contains(err.Error(), "dev.pem") {
+		t.Fatalf("New: %v, want a refusal naming the file and BadCertificateEnvironment", err)
+	}
+}
