@@ -235,10 +235,10 @@ func (c *Client) keepConnected(slot int, rotate <-chan struct{}) {
 		}
 		c.log.Debug("connected to APNs", "slot", slot, "conn", cn.id)
 		if cur != nil {
-			// Make before break: the new connection is in service
-			// before the old one is retired (it closes once drained).
+			// Make before break: install puts the new connection in
+			// service and keeps the old one until the new one has proven
+			// itself; then the old one closes once drained.
 			c.log.Info("replacing connection for new credentials", "slot", slot, "old", cur.id, "new", cn.id)
-			c.retire(slot, cur)
 			cur = nil
 		}
 		c.install(slot, cn)
@@ -339,6 +339,9 @@ func (c *Client) dial() (*conn, error) {
 // warmUp bounds the one-stream-at-a-time start of a new connection.
 const warmUp = 500 * time.Millisecond
 
+// install puts cn in service in slot. A connection already there (the
+// previous one, during a rotation) stops taking new requests but is only
+// retired once cn has proven itself (see keepUntilProven).
 func (c *Client) install(slot int, cn *conn) {
 	c.mu.Lock()
 	if c.closed {
@@ -346,11 +349,68 @@ func (c *Client) install(slot int, cn *conn) {
 		cn.cc.Close()
 		return
 	}
+	prev := c.conns[slot]
 	c.conns[slot] = cn
 	c.lastErr = nil
+	if prev != nil {
+		c.draining = append(c.draining, prev) // Close closes it too
+	}
 	c.mu.Unlock()
 	c.broadcast()
 	time.AfterFunc(warmUp, c.broadcast) // waiters may use the whole connection now
+	if prev != nil {
+		c.wg.Add(1)
+		go c.keepUntilProven(slot, prev, cn)
+	}
+}
+
+// proofTime is how long a new connection must live, if it has not answered,
+// before the connection it replaced is let go.
+const proofTime = 5 * time.Second
+
+// keepUntilProven holds prev (the connection cn replaced) in reserve until
+// cn has answered a request or lived proofTime, then closes prev once idle.
+// If cn dies first without answering — typically APNs refusing new
+// credentials at the TLS level, which TLS 1.3 reports only after the
+// handshake — prev goes back into service, so a credential APNs rejects
+// does not take the environment down while the old connection lives.
+func (c *Client) keepUntilProven(slot int, prev, cn *conn) {
+	defer c.wg.Done()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(proofTime)
+	for !cn.answered.Load() && time.Now().Before(deadline) {
+		select {
+		case <-c.ctx.Done():
+			return // Close closes prev (it is in draining)
+		case <-prev.dead:
+			c.closeDrained(prev)
+			return
+		case <-cn.dead:
+			if cn.answered.Load() || prev.cc.Err() != nil {
+				c.closeWhenIdle(prev)
+				return
+			}
+			c.mu.Lock()
+			back := !c.closed && (c.conns[slot] == nil || c.conns[slot] == cn)
+			if back {
+				c.conns[slot] = prev
+				c.dropDraining(prev)
+			}
+			c.mu.Unlock()
+			if back {
+				c.log.Error("the new connection closed before APNs answered anything (new credentials refused?); the previous connection serves again",
+					"slot", slot, "previous", prev.id, "new", cn.id)
+				c.broadcast()
+				// Whatever replaces it later gets the same treatment.
+				return
+			}
+			c.closeWhenIdle(prev)
+			return
+		case <-tick.C:
+		}
+	}
+	c.closeWhenIdle(prev)
 }
 
 func (c *Client) remove(slot int, cn *conn) {
@@ -363,40 +423,37 @@ func (c *Client) remove(slot int, cn *conn) {
 	c.broadcast()
 }
 
-// retire takes cn out of service for new requests and closes it once the
-// requests on it have finished.
-func (c *Client) retire(slot int, cn *conn) {
-	c.mu.Lock()
-	if c.conns[slot] == cn {
-		c.conns[slot] = nil
+// closeWhenIdle closes cn (already in draining) once no request is in
+// flight on it, and forgets it.
+func (c *Client) closeWhenIdle(cn *conn) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for cn.cc.InFlight() > 0 && cn.cc.Err() == nil && c.ctx.Err() == nil {
+		select {
+		case <-tick.C:
+		case <-cn.dead:
+		case <-c.ctx.Done():
+		}
 	}
-	c.draining = append(c.draining, cn)
+	c.closeDrained(cn)
+}
+
+// closeDrained closes cn and removes it from draining.
+func (c *Client) closeDrained(cn *conn) {
+	cn.cc.Close()
+	c.mu.Lock()
+	c.dropDraining(cn)
 	c.mu.Unlock()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for cn.cc.InFlight() > 0 && cn.cc.Err() == nil {
-			select {
-			case <-tick.C:
-			case <-cn.dead:
-			case <-c.ctx.Done():
-			}
-			if c.ctx.Err() != nil {
-				break
-			}
+}
+
+// dropDraining removes cn from draining; c.mu must be held.
+func (c *Client) dropDraining(cn *conn) {
+	for i, d := range c.draining {
+		if d == cn {
+			c.draining = append(c.draining[:i], c.draining[i+1:]...)
+			return
 		}
-		cn.cc.Close()
-		c.mu.Lock()
-		for i, d := range c.draining {
-			if d == cn {
-				c.draining = append(c.draining[:i], c.draining[i+1:]...)
-				break
-			}
-		}
-		c.mu.Unlock()
-	}()
+	}
 }
 
 func (c *Client) setErr(err error) {

@@ -286,3 +286,52 @@ func TestNewClientRejectsBadEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// New credentials that APNs refuses at the TLS level (TLS 1.3 reports a
+// refused client certificate only after the handshake) must not take the
+// environment down: the previous connection serves again.
+func TestRotateToRefusedCertificateKeepsOldConnection(t *testing.T) {
+	f := newFixture(t, apnstest.Options{})
+	c := f.client(t, 1)
+	if _, err := c.Send(ctxT(t, 5*time.Second), note("abcd")); err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := pki.NewCA("a CA the stand-in does not trust")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := stranger.PushCert(pki.PushCertOptions{Topic: "com.example.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := bad.TLSCertificate()
+	f.certPtr.Store(&tc)
+	c.Rotate()
+	deadline := time.Now().Add(3 * time.Second)
+	connErrs := 0
+	for i := 0; time.Now().Before(deadline); i++ {
+		res, err := c.Send(ctxT(t, 5*time.Second), note("abcd"))
+		if err != nil {
+			// A request that tries a refused connection fails as a
+			// connection error (the daemon retries those); with the old
+			// connection back in service that stays rare.
+			var ce *apns.ConnError
+			if !errors.As(err, &ce) {
+				t.Fatalf("send %d after rotating to a refused certificate: %v", i, err)
+			}
+			if connErrs++; connErrs > 3 {
+				t.Fatalf("%d connection errors: the previous connection is not serving", connErrs)
+			}
+			continue
+		}
+		if res.StatusCode != 200 {
+			t.Fatalf("send %d: %+v", i, res)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, r := range f.srv.Requests() {
+		if !r.ClientCert.Equal(f.cert.Cert) {
+			t.Fatal("the stand-in accepted the refused certificate")
+		}
+	}
+}
