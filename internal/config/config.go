@@ -1,10 +1,7 @@
 package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -829,7 +826,7 @@ func (c *Config) CheckFiles(now time.Time) error {
 			}
 		}
 		if a.Token != nil && usesToken {
-			if err := checkP8(a.Token.KeyFile); err != nil {
+			if _, err := apns.LoadTokenKey(a.Token.KeyFile, a.Token.KeyID, a.Token.TeamID, now); err != nil {
 				p.add(i, a.Name, "token.key_file", err, "%v", err)
 			}
 		}
@@ -899,28 +896,6 @@ func checkCAFile(path string) error {
 	}
 	if !x509.NewCertPool().AppendCertsFromPEM(data) {
 		return fmt.Errorf("CA file %s: no PEM CERTIFICATE found", path)
-	}
-	return nil
-}
-
-// checkP8 checks that path holds an APNs token signing key: a PEM PKCS#8
-// ECDSA P-256 private key. Errors never contain key bytes.
-func checkP8(path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("token key %s: cannot read: %w", path, err)
-	}
-	b, _ := pem.Decode(data)
-	if b == nil || b.Type != "PRIVATE KEY" {
-		return fmt.Errorf("token key %s: no \"PRIVATE KEY\" PEM block found (want the .p8 file from Apple)", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
-	if err != nil {
-		return fmt.Errorf("token key %s: not a valid PKCS#8 private key", path)
-	}
-	ek, ok := k.(*ecdsa.PrivateKey)
-	if !ok || ek.Curve != elliptic.P256() {
-		return fmt.Errorf("token key %s: must be an ECDSA P-256 key, got %T", path, k)
 	}
 	return nil
 }

@@ -550,7 +550,7 @@ topic = "com.example.bad"
 		path + `: apps[0] (name "bad"): sandbox.ca_file: CA file ` + f("not-ca.pem") + ": no PEM CERTIFICATE found",
 		path + `: apps[0] (name "bad"): production.key_file: key ` + f("missing.key") + ": cannot read",
 		path + `: apps[1] (name "mixed"): sandbox.key_file: key ` + f("wrong.key") + " does not match certificate " + f("good-dev.pem"),
-		path + `: apps[1] (name "mixed"): token.key_file: token key ` + f("ca.pem") + `: no "PRIVATE KEY" PEM block found`,
+		path + `: apps[1] (name "mixed"): token.key_file: token key ` + f("ca.pem") + `: no private key PEM block found (the file holds: CERTIFICATE)`,
 		path + `: apps[2] (name "topic"): production.cert_file: certificate ` + f("other-topic.pem") + ` is for com.example.other, not the app's topic "com.example.good"`,
 		path + `: apps[3] (name "envmix"): production.cert_file: certificate ` + f("dev-only.pem") + " is a sandbox certificate but the endpoint api.push.apple.com:443 is Apple's production host",
 		path + `: apps[4] (name "p12"): production.p12_file: p12 ` + f("nope.p12") + ": cannot read",
