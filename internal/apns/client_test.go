@@ -260,22 +260,32 @@ func TestRotatePresentsNewCertificate(t *testing.T) {
 	tc := next.TLSCertificate()
 	f.certPtr.Store(&tc)
 	c.Rotate()
-	for i := range 20 {
+	// Make before break: sends keep succeeding, and go out with the new
+	// certificate once its connection is up.
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; ; i++ {
 		if _, err := c.Send(ctxT(t, 5*time.Second), note("abcd")); err != nil {
 			t.Fatalf("send %d after rotate: %v", i, err)
 		}
+		reqs := f.srv.Requests()
+		if reqs[len(reqs)-1].ClientCert.Equal(next.Cert) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("after Rotate the stand-in still sees the old certificate")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if err := <-slow; err != nil {
 		t.Fatalf("request in flight during rotation: %v", err)
 	}
-	reqs := f.srv.Requests()
-	last := reqs[len(reqs)-1]
-	if !last.ClientCert.Equal(next.Cert) {
-		t.Errorf("after Rotate the stand-in still sees the old certificate")
-	}
-	time.Sleep(100 * time.Millisecond)
-	if open := f.srv.OpenConnections(); open != 1 {
-		t.Errorf("open connections after rotation = %d, want 1 (old one closed once drained)", open)
+	// The old connection closes once the new one has answered and the old
+	// one's last stream is done.
+	for f.srv.OpenConnections() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("open connections after rotation = %d, want 1 (old one closed once drained)", f.srv.OpenConnections())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
