@@ -27,9 +27,26 @@ for suite in clients/python/run-tests.sh clients/php/run-tests.sh; do
   fi
 done
 echo "== short fuzz runs"
+# A failing input is saved under internal/ipc/testdata/fuzz/<target>/ and
+# fails the run. A fuzzing run that dies for another reason (a worker that
+# stalls on a loaded 2-core machine) is retried once, with its output shown.
+fuzzlog=$(mktemp)
 for f in FuzzDecodeRequest FuzzCleanToken FuzzFraming; do
-  go test -run '^$' -fuzz "^$f\$" -fuzztime 10s ./internal/ipc/ >/dev/null
+  for try in 1 2; do
+    before=$(ls internal/ipc/testdata/fuzz/$f 2>/dev/null | wc -l)
+    if go test -run '^$' -fuzz "^$f\$" -fuzztime 10s -parallel 1 ./internal/ipc/ >"$fuzzlog" 2>&1; then
+      echo "$f: $(tail -n 1 "$fuzzlog")"
+      break
+    fi
+    tail -n 30 "$fuzzlog"
+    after=$(ls internal/ipc/testdata/fuzz/$f 2>/dev/null | wc -l)
+    if [ "$after" -gt "$before" ] || [ "$try" -eq 2 ]; then
+      echo "fuzzing $f failed"; rm -f "$fuzzlog"; exit 1
+    fi
+    echo "$f: fuzzing run failed without a failing input; retrying once"
+  done
 done
+rm -f "$fuzzlog"
 
 if [ "$(id -u)" -eq 0 ] && [ "${SKIP_DEB:-}" != 1 ]; then
   echo "== .deb: build, install, check, purge"
