@@ -429,21 +429,43 @@ func isP12(data []byte) bool {
 	return err == nil && pfx.Version == 3
 }
 
-// parseKeyPEM finds the one private key in data. combined says data is a
-// combined PEM, which changes the hint when no key is found.
-func parseKeyPEM(path string, data []byte, combined bool) (crypto.PrivateKey, error) {
-	var key crypto.PrivateKey
+// keyBlock is a private-key PEM block and its position (1-based) among all
+// the file's PEM blocks, for error messages.
+type keyBlock struct {
+	n int
+	b *pem.Block
+}
+
+// privateKeyBlocks lists the PEM blocks of data whose type ends in
+// "PRIVATE KEY", in file order.
+func privateKeyBlocks(data []byte) []keyBlock {
+	var out []keyBlock
 	rest := data
 	for n := 1; ; n++ {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
-			break
+			return out
 		}
-		if !strings.HasSuffix(b.Type, "PRIVATE KEY") {
-			continue
+		if strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			out = append(out, keyBlock{n, b})
 		}
-		if b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") {
+	}
+}
+
+// encryptedKey reports whether a private-key block is passphrase-encrypted
+// (PKCS#8 "ENCRYPTED PRIVATE KEY" or legacy "Proc-Type: 4,ENCRYPTED").
+func encryptedKey(b *pem.Block) bool {
+	return b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED")
+}
+
+// parseKeyPEM finds the one private key in data. combined says data is a
+// combined PEM, which changes the hint when no key is found.
+func parseKeyPEM(path string, data []byte, combined bool) (crypto.PrivateKey, error) {
+	var key crypto.PrivateKey
+	for _, kb := range privateKeyBlocks(data) {
+		n, b := kb.n, kb.b
+		if encryptedKey(b) {
 			return nil, credErr(path, ErrEncryptedKey, nil,
 				"key %s: the private key is encrypted and apnsd cannot ask for its passphrase; decrypt it with: openssl pkey -in %s -out decrypted.pem (then chmod 600 and use that), or use a .p12 file with a passphrase instead", path, path)
 		}

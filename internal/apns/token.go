@@ -12,7 +12,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -111,17 +110,9 @@ func parseP8(path string, data []byte) (*ecdsa.PrivateKey, error) {
 	}
 	const want = "token auth needs the ECDSA P-256 .p8 key downloaded from Apple Developer, Keys"
 	var key *ecdsa.PrivateKey
-	rest := data
-	for n := 1; ; n++ {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if !strings.HasSuffix(b.Type, "PRIVATE KEY") {
-			continue
-		}
-		if b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") {
+	for _, kb := range privateKeyBlocks(data) {
+		n, b := kb.n, kb.b
+		if encryptedKey(b) {
 			return nil, credErr(path, ErrEncryptedKey, nil, "token key %s: the private key is encrypted; Apple's .p8 keys are not, decrypt it with: openssl pkey -in %s -out AuthKey.p8 (then chmod 600 and use that)", path, path)
 		}
 		if key != nil {
