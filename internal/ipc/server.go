@@ -346,8 +346,6 @@ func (s *Server) handleLine(line []byte) pending {
 			return answered(req.ID, &Response{OK: true, Queued: true})
 		}
 		return pending{id: req.ID, ch: ch}
-	case "ping":
-		return answered(req.ID, s.opPing(req))
 	}
 	h, ok := ops[req.Op]
 	if !ok {
