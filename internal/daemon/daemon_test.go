@@ -131,15 +131,23 @@ default_env = "sandbox"
 	if os.Getenv("APNSD_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	h.d, err = New(c, Options{watch: o.watch, Logger: log})
+	h.d = startDaemon(t, c, Options{watch: o.watch, Logger: log})
+	return h
+}
+
+// startDaemon makes and starts a daemon for cfg, and shuts it down when the
+// test ends.
+func startDaemon(t *testing.T, cfg *config.Config, o Options) *Daemon {
+	t.Helper()
+	d, err := New(cfg, o)
 	must(t, err)
-	must(t, h.d.Start())
+	must(t, d.Start())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		h.d.Shutdown(ctx)
+		d.Shutdown(ctx)
 	})
-	return h
+	return d
 }
 
 func must(t *testing.T, err error) {

@@ -508,15 +508,7 @@ topic = "com.example.tok"
 `, filepath.Join(dir, "s.sock"), srv.URL)), 0o644))
 	cfg, err := config.Load(cfgPath)
 	must(t, err)
-	d, err := New(cfg, o)
-	must(t, err)
-	must(t, d.Start())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d.Shutdown(ctx)
-	})
-	return d, cfg.Socket.Path
+	return startDaemon(t, cfg, o), cfg.Socket.Path
 }
 
 // A development certificate configured for Apple's production host is

@@ -537,19 +537,7 @@ func demoDaemon(t *testing.T, sock string, allowUIDs ...int) *Daemon {
 		t.Fatal(err)
 	}
 	cfg.Socket.AllowUIDs = allowUIDs
-	d, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d.Shutdown(ctx)
-	})
-	return d
+	return startDaemon(t, cfg, Options{})
 }
 
 func TestHealthCheck(t *testing.T) {
