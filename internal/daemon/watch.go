@@ -162,7 +162,6 @@ func (cw *credWatcher) loop(stop <-chan struct{}, settling bool) {
 		defer cw.w.Close()
 		events, errs = cw.w.Events, cw.w.Errors
 	}
-	sync := cw.sync
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	poll := time.NewTicker(o.Poll)
@@ -197,7 +196,7 @@ func (cw *credWatcher) loop(stop <-chan struct{}, settling bool) {
 			if d.checkCredentials(o.Settle) {
 				retry.Reset(o.Retry)
 			}
-			sync()
+			cw.sync()
 		case <-retry.C:
 			if d.checkCredentials(o.Settle) {
 				retry.Reset(o.Retry)
@@ -206,7 +205,7 @@ func (cw *credWatcher) loop(stop <-chan struct{}, settling bool) {
 			if d.checkCredentials(o.Settle) {
 				retry.Reset(o.Retry)
 			}
-			sync()
+			cw.sync()
 		}
 	}
 }
