@@ -305,13 +305,22 @@ class TestUnreachable(unittest.TestCase):
                 # root ignores permissions: try as "nobody" in a child process
                 os.chmod(self.tmp, 0o755)
                 os.chmod(self.path, 0o660)
+                # "nobody" may not be able to read this checkout (a clone in
+                # a 0700 temp dir): give it a world-readable copy.
+                readable = tempfile.mkdtemp(prefix="apnsd-py-client-")
+                self.addCleanup(shutil.rmtree, readable, True)
+                shutil.copytree(os.path.join(ROOT, "apnsd"), os.path.join(readable, "apnsd"))
+                for d, dirs, files in os.walk(readable):
+                    os.chmod(d, 0o755)
+                    for f in files:
+                        os.chmod(os.path.join(d, f), 0o644)
                 code = (
                     "import json, sys; sys.path.insert(0, %r)\n"
                     "import apnsd\n"
                     "try:\n"
                     "    apnsd.Client(%r, timeout=1).ping(); print(json.dumps(['connected', '']))\n"
                     "except apnsd.DaemonUnreachable as e:\n"
-                    "    print(json.dumps([e.reason, str(e)]))\n" % (ROOT, self.path))
+                    "    print(json.dumps([e.reason, str(e)]))\n" % (readable, self.path))
 
                 def demote():
                     os.setgid(65534)

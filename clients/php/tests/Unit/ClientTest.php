@@ -395,6 +395,40 @@ final class ClientTest extends TestCase
         }
     }
 
+    /**
+     * Copies autoload.php and src/ to a new world-readable directory and
+     * returns its path (removed at shutdown).
+     */
+    private static function readableClientCopy(): string
+    {
+        $root = dirname(__DIR__, 2);
+        $dir = sys_get_temp_dir() . '/apnsd-php-client-' . bin2hex(random_bytes(4));
+        mkdir($dir, 0755);
+        chmod($dir, 0755);
+        copy($root . '/autoload.php', $dir . '/autoload.php');
+        chmod($dir . '/autoload.php', 0644);
+        $it = new \RecursiveIteratorIterator(
+            new \RecursiveDirectoryIterator($root . '/src', \FilesystemIterator::SKIP_DOTS),
+            \RecursiveIteratorIterator::SELF_FIRST
+        );
+        mkdir($dir . '/src', 0755);
+        chmod($dir . '/src', 0755);
+        foreach ($it as $f) {
+            $target = $dir . '/src/' . substr($f->getPathname(), strlen($root . '/src/'));
+            if ($f->isDir()) {
+                mkdir($target, 0755);
+                chmod($target, 0755);
+            } else {
+                copy($f->getPathname(), $target);
+                chmod($target, 0644);
+            }
+        }
+        register_shutdown_function(static function () use ($dir): void {
+            exec('rm -rf ' . escapeshellarg($dir));
+        });
+        return $dir;
+    }
+
     public function testPermissionDenied(): void
     {
         $fake = $this->fake();
@@ -418,8 +452,11 @@ final class ClientTest extends TestCase
             chmod($fake->socketPath, 0660); // root:root, so nobody gets EACCES
             $code = 'require $argv[1]; try { (new Apnsd\Client($argv[2], 1.0))->ping(); echo json_encode(["none", ""]); }'
                 . ' catch (Throwable $e) { echo json_encode([get_class($e), $e->getMessage()]); }';
+            // "nobody" may not be able to read this checkout (a clone in a
+            // 0700 temp dir): give it a world-readable copy of the client.
+            $copy = self::readableClientCopy();
             $cmd = [$setpriv, '--reuid=65534', '--regid=65534', '--clear-groups', PHP_BINARY, '-r', $code,
-                dirname(__DIR__, 2) . '/autoload.php', $fake->socketPath];
+                $copy . '/autoload.php', $fake->socketPath];
             $proc = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes);
             $this->assertIsResource($proc);
             $out = stream_get_contents($pipes[1]);
