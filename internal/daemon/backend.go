@@ -638,9 +638,8 @@ func (b *backend) reloadCredentials(now time.Time) *ipc.ReloadReport {
 				rep.Errors = append(rep.Errors, where+": "+err.Error())
 				b.log.Error("credential reload failed; keeping the current credential", "app", name, "env", envName, "err", err)
 			case changed:
-				cert := es.cred.cur.Load()
-				rep.Reloaded = append(rep.Reloaded, fmt.Sprintf("%s: new certificate %q, not after %s", where, cert.Subject, cert.NotAfter.Format(time.DateOnly)))
-				b.log.Info("credential reloaded; moving to new connections", "app", name, "env", envName, "subject", cert.Subject, "not_after", cert.NotAfter)
+				rep.Reloaded = append(rep.Reloaded, where+": "+es.describeCredential())
+				b.log.Info("credential reloaded; moving to new connections", "app", name, "env", envName, "credential", es.describeCredential())
 			}
 		}
 	}
@@ -667,6 +666,21 @@ func (es *envSender) reloadCredential(now time.Time) (changed bool, err error) {
 	es.cred.cur.Store(cert)
 	es.client.Rotate()
 	return true, nil
+}
+
+// describeCredential says which credential the environment now presents:
+// the certificate's subject and expiry, or the token key's id and
+// fingerprint (never key material).
+func (es *envSender) describeCredential() string {
+	if es.token != nil {
+		ti := es.token.Info()
+		return fmt.Sprintf("new token key %s (team %s, fingerprint %s)", ti.KeyID, ti.TeamID, ti.KeyFingerprint)
+	}
+	cert := es.cred.cur.Load()
+	if cert == nil {
+		return "no certificate loaded"
+	}
+	return fmt.Sprintf("new certificate %q, not after %s", cert.Subject, cert.NotAfter.Format(time.DateOnly))
 }
 
 // senders lists every environment sender of the current apps, in a stable

@@ -536,3 +536,55 @@ topic = "com.example.app"
 		t.Fatalf("New: %v, want a refusal naming the file and BadCertificateEnvironment", err)
 	}
 }
+
+// A wrong .p8 replaced by the right one and then reloaded by hand (the
+// reload op, or SIGHUP, which calls the same Reload) before the watcher
+// acts: the daemon stays up, the reload reports the new key, and sends go
+// out with it. (This crashed apnsd 0.1: the reload report read a
+// certificate that a token sender does not have.)
+func TestManualReloadOfTokenKey(t *testing.T) {
+	dir := shortTempDir(t)
+	_, wrongP8, err := pki.NewP8Key()
+	must(t, err)
+	right, rightP8, err := pki.NewP8Key()
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "k.p8"), wrongP8, 0o600))
+	srv, err := apnstest.New(apnstest.Options{TokenKeys: tokenKeys("ABCDE12345", right)})
+	must(t, err)
+	t.Cleanup(srv.Close)
+	// A watcher that never acts by itself: only the manual triggers reload.
+	idle := watchOptions{Debounce: time.Hour, Poll: time.Hour, Settle: time.Hour, Retry: time.Hour}
+	d, sock := startTokenDaemon(t, dir, srv, Options{watch: idle})
+	cn, err := (&ipc.Client{Socket: sock}).Connect(context.Background())
+	must(t, err)
+	defer cn.Close()
+	send := func() *ipc.Response {
+		t.Helper()
+		r, err := cn.Do(context.Background(), map[string]any{"token": "aa", "alert": "x"})
+		must(t, err)
+		return r
+	}
+	if r := send(); r.OK || r.Reason != "InvalidProviderToken" {
+		t.Fatalf("send with the wrong key: %+v, want 403 InvalidProviderToken", r)
+	}
+	for i, trigger := range []string{"reload op", "Reload (SIGHUP)"} {
+		if i == 0 {
+			writeAtomic(t, filepath.Join(dir, "k.p8"), rightP8)
+			r, err := cn.Do(context.Background(), map[string]any{"op": "reload"})
+			must(t, err)
+			if !r.OK || r.ReloadReport == nil || len(r.Reloaded) != 1 || !strings.Contains(r.Reloaded[0], "token key ABCDE12345") {
+				t.Fatalf("%s: %+v, want ok with the new token key reported", trigger, r)
+			}
+		} else {
+			// Nothing changed since: a second reload is a no-op, not a crash.
+			rep, err := d.Reload(context.Background())
+			must(t, err)
+			if len(rep.Reloaded) != 0 {
+				t.Errorf("%s with nothing changed reported %v", trigger, rep.Reloaded)
+			}
+		}
+		if r := send(); !r.OK {
+			t.Fatalf("after %s: %+v, want the new key in use", trigger, r)
+		}
+	}
+}
