@@ -388,7 +388,8 @@ func (s *Spool) recover() (*Recovery, error) {
 // it is called with an error wrapping ErrFailed, and the record must be
 // treated as not stored. durable may be nil. Callbacks run one after another,
 // in id order, on the spool's commit goroutine: they must not block (hand the
-// answer to a channel or queue), and they may call Append and Done.
+// answer to a channel or queue); they may call Append, Done and Stats, but
+// not Close.
 //
 // Append fails at once, without calling durable, with ErrFull (the bound
 // MaxBytes would be exceeded), ErrTooLarge, ErrClosed or ErrFailed.
@@ -566,6 +567,12 @@ func (s *Spool) run() {
 		if err != nil {
 			s.fail(err)
 			continue
+		}
+		s.mu.Lock()
+		closing := s.closing
+		s.mu.Unlock()
+		if closing {
+			continue // leave rolling and reclaiming to the next Open
 		}
 		if seg.size >= s.segBytes {
 			if err := s.roll(); err != nil {
