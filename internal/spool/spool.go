@@ -181,6 +181,10 @@ type segment struct {
 	drainAt uint64
 }
 
+// syncHook, when set (by tests, before Open), replaces fdatasync for batch
+// commits.
+var syncHook func(*os.File) error
+
 func segName(seq uint64) string { return fmt.Sprintf("%016x.seg", seq) }
 
 // Open opens (creating if needed) the spool in opts.Dir, recovers it and
@@ -556,6 +560,9 @@ func (s *Spool) run() {
 		} else {
 			err = s.commit(buf, needSync)
 		}
+		if err != nil {
+			s.fail(err) // before the callbacks: an Append they cause must fail
+		}
 		for _, c := range cbs {
 			c.fn(c.id, err)
 		}
@@ -565,7 +572,6 @@ func (s *Spool) run() {
 		}
 		s.spareCBs = cbs[:0]
 		if err != nil {
-			s.fail(err)
 			continue
 		}
 		s.mu.Lock()
@@ -595,7 +601,11 @@ func (s *Spool) commit(buf []byte, sync bool) error {
 	s.unsynced = true
 	if sync {
 		s.syncs.Add(1)
-		if err := fdatasync(s.active); err != nil {
+		syncf := fdatasync
+		if syncHook != nil {
+			syncf = syncHook
+		}
+		if err := syncf(s.active); err != nil {
 			return fmt.Errorf("%w: fdatasync: %w", ErrFailed, err)
 		}
 		s.unsynced = false

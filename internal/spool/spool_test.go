@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -552,4 +553,55 @@ func TestPermissions(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSyncFailure: after a failed fdatasync the batch's callbacks get the
+// error, the spool refuses further records with ErrFailed, Close reports it,
+// and what was durable before is replayed by the next Open.
+func TestSyncFailure(t *testing.T) {
+	var failing atomic.Bool
+	syncHook = func(f *os.File) error {
+		if failing.Load() {
+			return syscall.EIO
+		}
+		return fdatasync(f)
+	}
+	defer func() { syncHook = nil }()
+	dir := t.TempDir()
+	log, lb := newLogger()
+	s, _ := mustOpen(t, Options{Dir: dir, Logger: log})
+	var ids []uint64
+	for i := range 5 {
+		ids = append(ids, appendWait(t, s, payload(i)))
+	}
+	failing.Store(true)
+	ch := make(chan error, 1)
+	if _, err := s.Append([]byte("doomed"), func(_ uint64, err error) { ch <- err }); err != nil {
+		t.Fatal(err)
+	}
+	err := <-ch
+	if !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("callback error %v, want ErrFailed wrapping EIO", err)
+	}
+	if _, err := s.Append([]byte("after"), nil); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Append after failure: %v, want ErrFailed", err)
+	}
+	s.Done(ids[0]) // ignored, must not panic or write
+	if err := s.Close(); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Close: %v, want ErrFailed", err)
+	}
+	if !strings.Contains(lb.String(), "stopped accepting") {
+		t.Fatalf("failure not logged: %s", lb)
+	}
+	syncHook = nil
+	s, rec := mustOpen(t, Options{Dir: dir})
+	defer s.Close()
+	if len(rec.Records) < 5 {
+		t.Fatalf("replayed %d, want the 5 durable records", len(rec.Records))
+	}
+	for i, id := range ids {
+		if rec.Records[i].ID != id {
+			t.Fatalf("record %d: id %d, want %d", i, rec.Records[i].ID, id)
+		}
+	}
 }
