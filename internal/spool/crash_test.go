@@ -156,9 +156,6 @@ func (cs *crashState) read(t *testing.T, r *bufio.Scanner) {
 // replayed, with its data intact. Between generations it also tears the tail
 // of the newest segment by hand; the next child must report and skip it.
 func TestCrashSafety(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test re-executes the test binary; not in -short")
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -252,7 +252,10 @@ func prepareDir(dir string, log *slog.Logger) error {
 		if err := os.Chmod(dir, 0o700); err != nil {
 			return fmt.Errorf("spool: setting mode of state directory: %w", err)
 		}
-		return syncDir(filepath.Dir(dir))
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("spool: state directory: %w", err)
@@ -286,8 +289,8 @@ func (s *Spool) recover() (*Recovery, error) {
 			continue
 		}
 		seq, err := strconv.ParseUint(hex, 16, 64)
-		if err != nil {
-			continue
+		if err != nil || segName(seq) != name {
+			continue // not ours
 		}
 		seqs = append(seqs, seq)
 	}
