@@ -24,7 +24,8 @@ import (
 )
 
 // Options configures a [Server]. The zero value is a certificate-less
-// (token-mode) server on a random loopback port that accepts any bearer token.
+// (token-mode) server on a random loopback port that accepts any bearer
+// token and answers the push, broadcast and channel management APIs.
 type Options struct {
 	// CA issues the server's TLS certificate (for localhost, 127.0.0.1 and
 	// ::1). nil: New makes a fresh CA.
