@@ -1,6 +1,6 @@
 // Package apnstest is a local stand-in for Apple's HTTP/2 push provider API
-// that checks requests the way Apple documents and answers whatever status
-// and reason it is told to.
+// (with its broadcast and channel management APIs) that checks requests the
+// way Apple documents and answers whatever status and reason it is told to.
 //
 // It is a normal (non-test) package: the integration tests, the benchmark and
 // the daemon's -demo mode all run against it. It never talks to Apple.
@@ -10,6 +10,81 @@
 // device token, apns-* headers, topic against the client certificate,
 // provider token, payload) before asking its [Responder] what to answer.
 // See [Server.ServeHTTP]'s documentation for the exact order of the checks.
+//
+// # Broadcast push and channel management
+//
+// Besides the push API (POST /3/device/<token>) the server answers Apple's
+// broadcast API (POST /4/broadcasts/apps/<bundle id>, on the push hosts)
+// and its channel management API (/1/apps/<bundle id>/channels with POST
+// create → 201 and apns-channel-id, GET read → 200 and
+// {"message-storage-policy":0|1,"push-type":"LiveActivity"}, DELETE → 204;
+// GET /1/apps/<bundle id>/all-channels → 200 and {"channels":[...]}), as
+// "Sending broadcast push notification requests to APNs" and "Sending
+// channel management requests to APNs" describe them. Both answer
+// apns-request-id (the request's if valid, else a fresh UUID) instead of
+// apns-id, and check credentials as the push API does. docs/apple.md says
+// what was read and which choices were made where Apple is unclear.
+//
+// Channels live in a [ChannelStore]: per app (bundle id), per server (a
+// server is one environment), at most Options.MaxChannels per app (Apple's
+// 10,000 by default; one more is 400 CannotCreateChannelConfig). A channel
+// created with storage policy 0 takes only apns-expiration 0 (else 400
+// BadExpirationDate). Tests can fill or inspect the store directly
+// ([Server.Channels]). The documented refusals are all there:
+// MissingChannelId, BadChannelId, ChannelNotRegistered, BadRequestParams,
+// BadRequestPayload, MissingPushType, InvalidPushType, TopicDisallowed (a
+// push type suffix on the path's bundle id), TopicMismatch (403: a bundle
+// id the certificate, or Options.BundleIDs in token mode, does not cover),
+// FeatureNotEnabled (Options.BroadcastDisabled). Payloads of broadcasts and
+// of liveactivity pushes must follow Apple's Live Activity rules
+// (apns.ValidateLiveActivity); a payload that does not is refused with 400
+// [ReasonInvalidLiveActivity], the stand-in's own reason (APNs itself does
+// not document checking the aps dictionary).
+//
+// The checks, the first failure deciding the answer. Both APIs: method
+// (405 MethodNotAllowed) and path (404 BadPath); no apns-* header twice
+// (400 DuplicateHeaders); credentials, as for a push (403 ...);
+// apns-request-id, if any, a lowercase UUID (400 BadMessageId); the bundle
+// id without push type suffix (400 TopicDisallowed), covered by the
+// credentials (403 TopicMismatch), with broadcast enabled (400
+// FeatureNotEnabled). Then a broadcast: apns-push-type present (400
+// MissingPushType) and liveactivity in any case, since Apple spells it
+// three ways (400 InvalidPushType); apns-channel-id present (400
+// MissingChannelId), base64 of at most 64 bytes (400 BadChannelId), a
+// channel of this app (400 ChannelNotRegistered); apns-priority present
+// and 10, 5 or 1 (400 BadPriority); apns-expiration present and digits,
+// and 0 on a storage-policy-0 channel (400 BadExpirationDate); the body
+// not empty (400 PayloadEmpty), at most 5120 bytes (413 PayloadTooLarge),
+// JSON (400 PayloadNotJSON), a Live Activity update or end (400
+// InvalidLiveActivityPayload). apns-topic is not looked at. A read or
+// delete: apns-channel-id as for a broadcast. A create: a JSON object (400
+// BadRequestPayload) with no keys but message-storage-policy, the number 0
+// or 1 (else 400 BadRequestParams), and push-type, present (400
+// MissingPushType) and LiveActivity in any case (400 InvalidPushType);
+// fewer channels than the limit (400 CannotCreateChannelConfig).
+//
+// The Responder decides broadcasts and management requests too (Request.API
+// tells them apart; BundleID, ChannelID and ChannelOp describe them). For
+// a management request a 200 (or zero) Reply means "carry the operation
+// out"; any fault (status, Delay, Action) applies as for a push, and a
+// refused create creates nothing.
+//
+// One listener or two. Apple serves management on hosts and ports of its
+// own (api-manage-broadcast[.sandbox].push.apple.com:2196/2195). By default
+// (Options.APIs == 0) one server answers all three APIs by path, which is
+// what the -demo mode needs: point both the push and the management
+// endpoint of an environment at the same URL. For the faithful split, give
+// the push server Options.APIs = APIPush|APIBroadcast and start the
+// management server with [NewManagement], which listens on a port of its
+// own with the same CA, credential checks and channel store; each then
+// answers 404 BadPath to the other's paths:
+//
+//	push, _ := apnstest.New(apnstest.Options{APIs: apnstest.APIPush | apnstest.APIBroadcast})
+//	manage, _ := apnstest.NewManagement(push)
+//	// endpoint = push.URL, management endpoint = manage.URL
+//
+// [Server.Accepted] counts every 200 written, so channel reads and lists
+// count too; a create (201) or delete (204) does not.
 //
 // # DemoResponder
 //

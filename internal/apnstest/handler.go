@@ -33,8 +33,11 @@ var TopicSuffixes = []string{
 	".push-type.liveactivity", ".voip-ptt",
 }
 
-// ServeHTTP answers one provider-API request. The checks run in this order,
-// the first failure deciding the answer (status, {"reason": ...}):
+// ServeHTTP answers one request. A path under /4/ is a broadcast (checked
+// by validateBroadcast), one under /1/ a channel management request
+// (validateManagement); both answer 404 BadPath when Options.APIs leaves
+// their API out. Every other request is a push, and its checks run in this
+// order, the first failure deciding the answer (status, {"reason": ...}):
 //
 //  1. method is POST, else 405 MethodNotAllowed;
 //  2. path is /3/device/<token>: /3/device or /3/device/ is
@@ -62,11 +65,21 @@ var TopicSuffixes = []string{
 //  12. apns-collapse-id is at most 64 bytes, else 400 BadCollapseId;
 //  13. the body is not empty (400 PayloadEmpty), not over 4096 bytes, or
 //     5120 for push type voip (413 PayloadTooLarge), and valid JSON (400
-//     [ReasonPayloadNotJSON], not an Apple reason).
+//     [ReasonPayloadNotJSON], not an Apple reason);
+//  14. push type liveactivity only: the topic ends with
+//     ".push-type.liveactivity" (400 BadTopic), apns-priority is not 1
+//     (400 BadPriority: Apple says 5 or 10), and the payload follows
+//     Apple's Live Activity rules, apns.ValidateLiveActivity (400
+//     [ReasonInvalidLiveActivity], not an Apple reason).
 //
 // Only then is the Responder consulted, and its [Reply] carried out (Delay,
-// then Action or the answer). Every answer carries an apns-id header: the
-// request's, if it sent a valid one, else a fresh UUID. A request that is
+// then Action or the answer). For a management request a 200 Reply (or
+// Status 0) means "carry out the operation", whose result is the answer
+// (201, 200 with a body, 204, or the refusal a concurrent change caused);
+// any other Reply is answered instead and changes nothing. Every push
+// answer carries an apns-id header (the request's, if it sent a valid one,
+// else a fresh UUID); broadcast and management answers carry apns-request-id
+// the same way. A request that is
 // not to be answered (ActionCloseConn, ActionResetStream, a Delay cut short)
 // ends with panic(http.ErrAbortHandler), the usual way to abort a response.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -90,8 +103,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}
 
-	apnsID := r.Header.Get("apns-id")
-	if !apns.ValidUUID(apnsID) || len(r.Header.Values("apns-id")) != 1 {
+	api := apiOf(r.URL.Path)
+	idHeader := "apns-id"
+	if api != APIPush {
+		idHeader = "apns-request-id"
+	}
+	apnsID := r.Header.Get(idHeader)
+	if !apns.ValidUUID(apnsID) || len(r.Header.Values(idHeader)) != 1 {
 		apnsID = newUUID()
 	}
 	var leaf *x509.Certificate
@@ -99,7 +117,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		leaf = r.TLS.PeerCertificates[0]
 	}
 
-	token, topic, body, status, reason := s.validate(r, leaf)
+	var v checked
+	switch {
+	case !s.serves(api):
+		v = checked{status: http.StatusNotFound, reason: apns.ReasonBadPath}
+	case api == APIBroadcast:
+		v = s.validateBroadcast(r, leaf)
+	case api == APIManagement:
+		v = s.validateManagement(r, leaf)
+	default:
+		v.token, v.topic, v.body, v.status, v.reason = s.validate(r, leaf)
+	}
+	token, topic, body, status, reason := v.token, v.topic, v.body, v.status, v.reason
 	var connID uint64
 	if ci != nil {
 		s.mu.Lock()
@@ -108,7 +137,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if status != 0 {
 		s.log.Debug("apnstest: refused", "conn", connID, "path", r.URL.Path, "status", status, "reason", reason)
-		s.answer(w, apnsID, Reply{Status: status, Reason: reason})
+		s.answer(w, idHeader, apnsID, Reply{Status: status, Reason: reason}, nil)
 		return
 	}
 
@@ -123,8 +152,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ConnID:      connID,
 		ApnsID:      apnsID,
 		Received:    received,
+		API:         api,
+		BundleID:    v.bundle,
+		ChannelID:   v.channelID,
+		ChannelOp:   v.op,
 	}
 	s.mu.Lock()
+	reqIdx := len(s.requests)
 	s.requests = append(s.requests, req)
 	s.mu.Unlock()
 
@@ -179,6 +213,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	var okBody []byte
+	if api == APIManagement && rep.Status == http.StatusOK {
+		// Carry out the operation; its result is the answer.
+		rep, okBody = s.perform(&v, w.Header())
+		if v.op == apns.ChannelCreate && v.channelID != "" {
+			s.mu.Lock()
+			if reqIdx < len(s.requests) && s.requests[reqIdx].ApnsID == apnsID {
+				s.requests[reqIdx].ChannelID = v.channelID // the channel just created
+			}
+			s.mu.Unlock()
+		}
+	}
 	if rep.Status == http.StatusOK && (ci == nil || ci.wire == nil) {
 		// Not served by this Server (ServeHTTP mounted elsewhere): count
 		// here. Otherwise the wire counts a 200 once it is written.
@@ -188,7 +234,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Debug("apnstest: answered", "conn", connID, "token", token, "topic", topic,
 		"apns_id", apnsID, "status", rep.Status, "reason", rep.Reason)
-	s.answer(w, apnsID, rep)
+	s.answer(w, idHeader, apnsID, rep, okBody)
 }
 
 func (s *Server) noteUnanswered() {
@@ -197,13 +243,20 @@ func (s *Server) noteUnanswered() {
 	s.mu.Unlock()
 }
 
-// answer writes rep: the apns-id header, the status and, for anything but
-// 200, the JSON body. Apple sends an empty body with 200.
-func (s *Server) answer(w http.ResponseWriter, apnsID string, rep Reply) {
+// answer writes rep: the id header (apns-id for a push, apns-request-id for
+// the broadcast and management APIs), the status and, for an error, the
+// JSON body. Apple sends an empty body with 200 to a push or a broadcast;
+// a management success carries okBody (from perform).
+func (s *Server) answer(w http.ResponseWriter, idHeader, apnsID string, rep Reply, okBody []byte) {
 	h := w.Header()
-	h.Set("apns-id", apnsID)
-	if rep.Status == http.StatusOK {
-		w.WriteHeader(http.StatusOK)
+	h.Set(idHeader, apnsID)
+	if rep.Status < 300 {
+		if okBody != nil {
+			h.Set("content-type", "application/json")
+			h.Set("content-length", strconv.Itoa(len(okBody)))
+		}
+		w.WriteHeader(rep.Status)
+		w.Write(okBody)
 		return
 	}
 	var b []byte
@@ -224,7 +277,7 @@ func (s *Server) answer(w http.ResponseWriter, apnsID string, rep Reply) {
 }
 
 func fail(reason string) (string, string, []byte, int, string) {
-	st, ok := apns.ReasonStatus[reason]
+	st, ok := apns.StatusForReason(reason)
 	if !ok {
 		st = http.StatusBadRequest
 	}
@@ -257,38 +310,9 @@ func (s *Server) validate(r *http.Request, leaf *x509.Certificate) (token, topic
 		}
 	}
 
-	var uid string
-	var certTopics []string
-	hasTopicsExt := false
-	if s.opts.ClientCAs == nil {
-		// Token mode: Apple ignores client certificates here (none is asked
-		// for) and requires a provider token.
-		auth := r.Header.Get("authorization")
-		if auth == "" {
-			return fail(apns.ReasonMissingProviderToken)
-		}
-		scheme, jwt, ok := strings.Cut(auth, " ")
-		if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(jwt) == "" {
-			return fail(apns.ReasonInvalidProviderToken)
-		}
-		if s.verify != nil {
-			if why := s.verify(strings.TrimSpace(jwt)); why != "" {
-				st, ok := apns.ReasonStatus[why]
-				if !ok {
-					st = http.StatusForbidden
-				}
-				return "", "", nil, st, why
-			}
-		}
-	} else {
-		if leaf == nil { // cannot happen with RequireAndVerifyClientCert
-			return fail(apns.ReasonBadCertificate)
-		}
-		uid = CertUID(leaf)
-		certTopics, hasTopicsExt = CertTopics(leaf)
-		if uid == "" && !hasTopicsExt {
-			return fail(apns.ReasonBadCertificate)
-		}
+	uid, certTopics, hasTopicsExt, st, why := s.authenticate(r, leaf)
+	if st != 0 {
+		return "", "", nil, st, why
 	}
 
 	if v := r.Header.Values("apns-id"); len(v) > 0 && !apns.ValidUUID(v[0]) {
@@ -351,7 +375,56 @@ func (s *Server) validate(r *http.Request, leaf *x509.Certificate) (token, topic
 	case !json.Valid(body):
 		return "", "", nil, http.StatusBadRequest, ReasonPayloadNotJSON
 	}
+	if pushType == apns.PushTypeLiveActivity {
+		if !strings.HasSuffix(topic, apns.LiveActivityTopicSuffix) {
+			return fail(apns.ReasonBadTopic)
+		}
+		if r.Header.Get("apns-priority") == "1" {
+			return fail(apns.ReasonBadPriority)
+		}
+		if err := apns.ValidateLiveActivity(body); err != nil {
+			s.log.Debug("apnstest: Live Activity payload refused", "err", err)
+			return "", "", nil, http.StatusBadRequest, ReasonInvalidLiveActivity
+		}
+	}
 	return token, topic, body, 0, ""
+}
+
+// authenticate applies the credential checks every API shares (steps 5 and
+// 6 of ServeHTTP's list). In certificate mode it returns the certificate's
+// subject UID and topics extension. status 0 means authenticated.
+func (s *Server) authenticate(r *http.Request, leaf *x509.Certificate) (uid string, certTopics []string, hasTopicsExt bool, status int, reason string) {
+	if s.opts.ClientCAs == nil {
+		// Token mode: Apple ignores client certificates here (none is asked
+		// for) and requires a provider token.
+		auth := r.Header.Get("authorization")
+		if auth == "" {
+			return "", nil, false, http.StatusForbidden, apns.ReasonMissingProviderToken
+		}
+		scheme, jwt, ok := strings.Cut(auth, " ")
+		if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(jwt) == "" {
+			return "", nil, false, http.StatusForbidden, apns.ReasonInvalidProviderToken
+		}
+		if s.verify != nil {
+			if why := s.verify(strings.TrimSpace(jwt)); why != "" {
+				st, ok := apns.StatusForReason(why)
+				if !ok {
+					st = http.StatusForbidden
+				}
+				return "", nil, false, st, why
+			}
+		}
+		return "", nil, false, 0, ""
+	}
+	if leaf == nil { // cannot happen with RequireAndVerifyClientCert
+		return "", nil, false, http.StatusForbidden, apns.ReasonBadCertificate
+	}
+	uid = CertUID(leaf)
+	certTopics, hasTopicsExt = CertTopics(leaf)
+	if uid == "" && !hasTopicsExt {
+		return "", nil, false, http.StatusForbidden, apns.ReasonBadCertificate
+	}
+	return uid, certTopics, hasTopicsExt, 0, ""
 }
 
 func allDigits(s string) bool {

@@ -19,11 +19,13 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/apnsd/apnsd/internal/apns"
 	"github.com/apnsd/apnsd/internal/pki"
 )
 
 // Options configures a [Server]. The zero value is a certificate-less
-// (token-mode) server on a random loopback port that accepts any bearer token.
+// (token-mode) server on a random loopback port that accepts any bearer
+// token and answers the push, broadcast and channel management APIs.
 type Options struct {
 	// CA issues the server's TLS certificate (for localhost, 127.0.0.1 and
 	// ::1). nil: New makes a fresh CA.
@@ -53,6 +55,30 @@ type Options struct {
 	// TokenKeys maps key ids ("kid") to the public halves of .p8 keys; used
 	// only when VerifyToken is nil. See [ES256Verifier].
 	TokenKeys map[string]*ecdsa.PublicKey
+
+	// APIs selects which of Apple's APIs this server answers (see [API]);
+	// a request for another is answered 404 BadPath. 0 means all three on
+	// one listener: push, broadcast and channel management.
+	APIs API
+	// Channels is the channel store the broadcast and management APIs use.
+	// nil: a store of the server's own (see [ChannelStore]); give two
+	// servers the same store to split push and management over two
+	// listeners as Apple does ([NewManagement] does that).
+	Channels *ChannelStore
+	// MaxChannels is the per-app channel limit of the store New makes; 0
+	// means Apple's 10,000 (apns.MaxChannelsPerApp). Ignored when Channels
+	// is set.
+	MaxChannels int
+	// BundleIDs, in token mode, are the bundle ids the provider token's
+	// team owns: a broadcast or management request for any other is
+	// refused with 403 TopicMismatch. nil: every bundle id is the team's.
+	// (In certificate mode the certificate decides: its subject UID and
+	// the topics in its topics extension.)
+	BundleIDs []string
+	// BroadcastDisabled lists bundle ids whose App ID has no broadcast
+	// capability: their broadcast and management requests are refused
+	// with 400 FeatureNotEnabled.
+	BroadcastDisabled []string
 }
 
 // Responder decides the answer to a request that passed validation. It is
@@ -78,6 +104,17 @@ type Request struct {
 	// one, otherwise one the server made up.
 	ApnsID   string
 	Received time.Time
+
+	// API is the API the request was for. For APIBroadcast and
+	// APIManagement, ApnsID is the apns-request-id answered (the request's
+	// own if valid, else a fresh UUID), DeviceToken and Topic are empty,
+	// and BundleID is the bundle id from the path.
+	API      API
+	BundleID string
+	// ChannelID is the apns-channel-id of a broadcast, get or delete.
+	ChannelID string
+	// ChannelOp is the management operation (0 for push and broadcast).
+	ChannelOp apns.ChannelOp
 }
 
 // Reply is the answer to give to a request.
@@ -155,6 +192,7 @@ type Server struct {
 	log       *slog.Logger
 	errLog    *log.Logger
 	verify    func(string) string
+	channels  *ChannelStore
 	responder atomic.Pointer[Responder]
 	baseCtx   context.Context
 	cancel    context.CancelFunc
@@ -209,6 +247,10 @@ func New(o Options) (*Server, error) {
 		verify: o.VerifyToken,
 	}
 	s.maxStreams.Store(o.MaxConcurrentStreams)
+	s.channels = o.Channels
+	if s.channels == nil {
+		s.channels = NewChannelStore(o.MaxChannels)
+	}
 	if s.verify == nil && o.TokenKeys != nil {
 		s.verify = ES256Verifier(o.TokenKeys)
 	}
