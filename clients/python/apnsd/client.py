@@ -41,6 +41,13 @@ APNS_OPTIONS = ("topic", "push_type", "priority", "expiration", "collapse_id", "
 #: :meth:`Client.send_multicast` splits longer lists into several lines.
 MAX_MULTICAST_TOKENS = 1000
 
+#: apnsd's default request line limit (socket.max_line); multicast lines are
+#: kept below it (``Client(max_line_bytes=...)`` if apnsd is set otherwise).
+DEFAULT_LINE_LIMIT = 64 * 1024
+
+# Room left in a line for the "id" and "deadline" fields the client adds.
+_LINE_RESERVE = 96
+
 #: Error codes (answered with ``"retryable": true``) that the client retries
 #: at once, on a fresh connection: apnsd is going away, its successor (or
 #: the listening socket systemd holds) takes the new connection.
@@ -226,7 +233,8 @@ class Client(object):
     """
 
     def __init__(self, socket_path=DEFAULT_SOCKET, timeout=10.0, max_attempts=5,
-                 retry_backoff=0.05, resend_unanswered=True, send_deadline=True):
+                 retry_backoff=0.05, resend_unanswered=True, send_deadline=True,
+                 max_line_bytes=DEFAULT_LINE_LIMIT):
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be positive or None")
         if int(max_attempts) != max_attempts or max_attempts < 1:
@@ -239,6 +247,9 @@ class Client(object):
         self.retry_backoff = retry_backoff
         self.resend_unanswered = bool(resend_unanswered)
         self.send_deadline = bool(send_deadline)
+        if max_line_bytes < 1024:
+            raise ValueError("max_line_bytes must be at least 1024")
+        self.max_line_bytes = int(max_line_bytes)
         self._lock = threading.Lock()
         self._sock = None
         # Does the daemon behind the current connection take "deadline"?
@@ -345,8 +356,7 @@ class Client(object):
         wire = base.pop("tokens")
         if not wire:
             return MulticastResult(originals, [])
-        chunks = [wire[i:i + MAX_MULTICAST_TOKENS]
-                  for i in range(0, len(wire), MAX_MULTICAST_TOKENS)]
+        chunks = self._multicast_chunks(base, wire)
         reqs = [_Req(dict(base, tokens=chunk)) for chunk in chunks]
         self._run_reqs(reqs)
         if not wait:
@@ -453,6 +463,23 @@ class Client(object):
             self.socket_path, self.timeout, self.max_attempts)
 
     # ------------------------------------------------------------ multicast
+
+    def _multicast_chunks(self, base, wire):
+        """Split the tokens into request lines of at most
+        MAX_MULTICAST_TOKENS tokens and max_line_bytes bytes each."""
+        budget = self.max_line_bytes - _LINE_RESERVE - len(_encode(dict(base, tokens=[])))
+        chunks = []
+        chunk, size = [], 0
+        for t in wire:
+            cost = len(_encode(t)) - 1 + 1      # the JSON string and its comma
+            if chunk and (len(chunk) >= MAX_MULTICAST_TOKENS or size + cost > budget):
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(t)
+            size += cost
+        if chunk:
+            chunks.append(chunk)
+        return chunks
 
     def _multicast_entries(self, resp, chunk):
         """Per-token entry dicts for one multicast answer (len(chunk) of

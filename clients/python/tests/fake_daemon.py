@@ -42,7 +42,9 @@ Server-wide knobs (attributes): close_after (close each connection after
 that many answers), drop_first_ping, crlf (answer with \\r\\n), blank_lines
 (send an empty line before each answer), hangup_after_reading (for the
 first connection only: read that many lines, answer none of them, close --
-a daemon going away mid-pipeline), close_on_shutting_down (close a
+a daemon going away mid-pipeline; with vanish_on_hangup, the fake also
+stops listening and removes its socket then), line_limit (bytes, default
+64 KiB, as apnsd), close_on_shutting_down (close a
 connection right after answering shutting_down, as apnsd does when it
 stops), no_deadline_field (answer any request with "deadline" like an
 apnsd older than 1.1: bad_request unknown field "deadline"), and
@@ -82,6 +84,8 @@ class FakeDaemon(object):
         self.slow_seconds = 1.0
         self.require_content = False   # like apnsd: a send needs payload or a shorthand
         self.hangup_after_reading = None
+        self.vanish_on_hangup = False
+        self.line_limit = 64 * 1024
         self.close_on_shutting_down = False
         self.no_deadline_field = False
         self.answer_delay = 0.0
@@ -189,10 +193,22 @@ class FakeDaemon(object):
                 if not line.strip():
                     continue
                 read += 1
-                if hangup is not None and read >= hangup:
+                if hangup is not None:
+                    # read, never answer; hang up after the hangup-th line
                     with self._lock:
                         self.requests.append(json.loads(line.decode("utf-8")))
-                    return
+                    if read >= hangup:
+                        if self.vanish_on_hangup:
+                            # like apnsd stopping without a held socket
+                            self._stopping = True
+                            try:
+                                self._listener.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
+                            self._listener.close()
+                            os.unlink(self.path)
+                        return
+                    continue
                 out = self._answer(line)
                 if out is None:       # hook: hang up without answering
                     return
@@ -224,7 +240,7 @@ class FakeDaemon(object):
         return json.dumps(obj).encode("utf-8") + b"\n"
 
     def _answer(self, line):
-        if len(line) > 64 * 1024:
+        if len(line) > self.line_limit:
             with self._lock:
                 self.requests.append(None)
             return self._line({"ok": False, "error": "line_too_long",
