@@ -259,6 +259,10 @@ class Client(object):
         self._warned_deadline = False
         self._ids = itertools.count(1)
         self._pid = os.getpid()
+        #: Counters since the client was made (read them; do not write):
+        #: ``connects`` (connections opened), ``retries`` (retryable answers
+        #: retried), ``resends`` (requests resent after a broken connection).
+        self.stats = {"connects": 0, "retries": 0, "resends": 0}
 
     # ------------------------------------------------------------------ API
 
@@ -521,6 +525,7 @@ class Client(object):
                     longest = max(longest, parent.attempts)
             if not retry:
                 return
+            self.stats["retries"] += sum(len(p) for _, p, _ in retry)
             if not at_once:
                 self._sleep_backoff(longest, [p for _, _, p in retry])
                 retry = [r for r in retry if self._may_retry(r[2])]
@@ -641,6 +646,7 @@ class Client(object):
         if stalls > self.max_attempts + 1:
             stuck = [r for r in batch if r.response is None]   # closed again and again
         if not stuck:
+            self.stats["resends"] += len(lost)
             log.debug("apnsd connection broken (%s); resending %d unanswered request(s)",
                       _describe_cause(outcome.broken), len(lost))
             return
@@ -710,6 +716,7 @@ class Client(object):
             self._drop()
         self._sock = self._connect()
         self._deadline_ok = True
+        self.stats["connects"] += 1
         return self._sock
 
     def _connect(self):
@@ -871,6 +878,7 @@ class Client(object):
         kind = _retry_kind(obj)
         if kind is not None and self._may_retry(req):
             req.last = obj
+            self.stats["retries"] += 1
             if kind == "at_once":
                 rnd.shutting_down = True
                 return True
