@@ -9,7 +9,7 @@
  * after another with plain blocking I/O: read a line, write its answer. (That
  * is deliberate: a client that writes everything before reading would deadlock
  * against it, which the pipelining test relies on.) Every received line is
- * appended to LOGFILE as "<connection number>\t<line>".
+ * appended to LOGFILE as "<connection number>\t<unix time read>\t<line>".
  *
  * SCRIPT_JSON: {"connections": [spec for 1st connection, spec for 2nd, ...],
  *               "default": spec for the rest}
@@ -27,6 +27,7 @@
  *   crlf          end answers with \r\n and put an empty line before each
  *   pad           add a "pad" string of this many bytes to each answer
  *   error         answer every send with {"ok":false,"error":<this>} (no token logic)
+ *   answer        answer every send with this object (plus the id)
  *   hangup_after_reading  read this many lines, answer none, close (a daemon going
  *                 away mid-pipeline)
  *   no_deadline_field  refuse any request with "deadline" like an apnsd older than
@@ -105,7 +106,7 @@ function serve($conn, array $spec, int $connNo, $log): void
         if ($line === false) {
             return; // EOF
         }
-        fwrite($log, $connNo . "\t" . rtrim($line, "\n") . "\n");
+        fwrite($log, $connNo . "\t" . sprintf('%.6f', microtime(true)) . "\t" . rtrim($line, "\n") . "\n");
         fflush($log);
         if (trim($line) === '') {
             continue;
@@ -219,6 +220,9 @@ function answer(array $req, array $spec): array
     }
     if (isset($spec['error'])) {
         return ['ok' => false, 'error' => $spec['error'], 'message' => 'scripted', 'retryable' => true];
+    }
+    if (isset($spec['answer'])) {
+        return $spec['answer'];
     }
     if (array_key_exists('tokens', $req)) {
         return multicast($req);
