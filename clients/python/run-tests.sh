@@ -24,7 +24,7 @@ failed=()
 cd "$HERE" || exit 2
 
 echo "== unit tests ($PY)"
-"$PY" -m unittest tests.test_client || failed+=("unit")
+"$PY" -m unittest tests.test_client tests.test_client_v11 || failed+=("unit")
 
 if [ "$MODE" != "unit" ]; then
     if [ -z "${APNSD_BIN:-}" ]; then

@@ -28,8 +28,9 @@ namespace Apnsd;
  * @property-read bool        $retryable
  * @property-read bool        $queued
  * @property-read array       $raw
+ * @property-read string|null $token   for one entry of a multicast: the cleaned token
  */
-final class Result
+class Result
 {
     /** APNs statuses worth retrying later when apnsd does not say otherwise. */
     private const RETRYABLE_STATUSES = [429, 500, 503];
@@ -170,6 +171,12 @@ final class Result
         return $this->raw;
     }
 
+    /** For one entry of a multicast: the token as apnsd cleaned it (hex); null otherwise. */
+    public function getToken(): ?string
+    {
+        return self::stringOrNull($this->raw['token'] ?? null);
+    }
+
     /** A one-line summary for logs, e.g. "410 Unregistered" or "invalid_token: ...". */
     public function describe(): string
     {
@@ -214,12 +221,18 @@ final class Result
             case 'queued':
             case 'raw':
                 return $this->$name;
+            case 'token':
+                return $this->getToken();
         }
-        throw new \LogicException(sprintf('Apnsd\Result has no property "%s"', $name));
+        throw new \LogicException(sprintf('%s has no property "%s"', static::class, $name));
     }
 
     public function __isset(string $name): bool
     {
+        if ($name === 'token') {
+            return $this->getToken() !== null;
+        }
+
         return in_array($name, ['ok', 'status', 'reason', 'apnsId', 'timestamp', 'error', 'message', 'retryable', 'queued', 'raw'], true)
             && $this->$name !== null;
     }
@@ -231,7 +244,7 @@ final class Result
     }
 
     /** @param mixed $v */
-    private static function intOrNull($v): ?int
+    protected static function intOrNull($v): ?int
     {
         if (is_int($v)) {
             return $v;
@@ -244,7 +257,7 @@ final class Result
     }
 
     /** @param mixed $v */
-    private static function stringOrNull($v): ?string
+    protected static function stringOrNull($v): ?string
     {
         return is_string($v) ? $v : null;
     }

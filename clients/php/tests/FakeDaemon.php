@@ -45,16 +45,16 @@ final class FakeDaemon
     }
 
     /**
-     * What the fake received: a list of [connection number, line].
+     * What the fake received: a list of [connection number, line, unix time read].
      *
-     * @return list<array{0: int, 1: string}>
+     * @return list<array{0: int, 1: string, 2: float}>
      */
     public function received(): array
     {
         $out = [];
         foreach (file($this->logPath, FILE_IGNORE_NEW_LINES) ?: [] as $row) {
-            [$conn, $line] = explode("\t", $row, 2);
-            $out[] = [(int) $conn, $line];
+            [$conn, $time, $line] = explode("\t", $row, 3);
+            $out[] = [(int) $conn, $line, (float) $time];
         }
 
         return $out;

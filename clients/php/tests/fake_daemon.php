@@ -9,7 +9,7 @@
  * after another with plain blocking I/O: read a line, write its answer. (That
  * is deliberate: a client that writes everything before reading would deadlock
  * against it, which the pipelining test relies on.) Every received line is
- * appended to LOGFILE as "<connection number>\t<line>".
+ * appended to LOGFILE as "<connection number>\t<unix time read>\t<line>".
  *
  * SCRIPT_JSON: {"connections": [spec for 1st connection, spec for 2nd, ...],
  *               "default": spec for the rest}
@@ -27,6 +27,22 @@
  *   crlf          end answers with \r\n and put an empty line before each
  *   pad           add a "pad" string of this many bytes to each answer
  *   error         answer every send with {"ok":false,"error":<this>} (no token logic)
+ *   answer        answer every send with this object (plus the id)
+ *   hangup_after_reading  read this many lines, answer none, close (a daemon going
+ *                 away mid-pipeline)
+ *   no_deadline_field  refuse any request with "deadline" like an apnsd older than
+ *                 protocol 1.1 (bad_request: unknown field "deadline")
+ *
+ * Protocol 1.1, on every connection: a request read after its "deadline" is
+ * answered expired; "tokens" is a multicast (per-token results by the token
+ * rules below; "wait": false -> queued N); "channel_id" is a broadcast send
+ * (200 for a channel that exists, else 400 BadChannelId); channel_create,
+ * channel_get, channel_list, channel_delete keep channels per (app, env).
+ *
+ * Retry hooks by token, counted per token over the fake's life (single sends
+ * and each token of a multicast): "ee5d<k>..." answers shutting_down
+ * (retryable) the first k times; "ee9f<k>..." queue_full; "ee0a<k>..."
+ * unavailable; "ee70..." always timeout (retryable, not retried by clients).
  *
  * Send answers by token (after stripping "<", ">" and whitespace):
  *   not even-length hex -> error invalid_token; "0410..." -> 410 Unregistered
@@ -57,6 +73,8 @@ $log = fopen($logFile, 'ab');
 fwrite(STDOUT, "READY\n");
 fflush(STDOUT);
 
+$hookCounts = []; // token -> times a retry hook saw it
+$channels = [];   // "app/env" -> [channel id => storage]
 $connNo = 0;
 while (true) {
     $conn = @stream_socket_accept($server, 3600);
@@ -78,6 +96,8 @@ function serve($conn, array $spec, int $connNo, $log): void
     $limit = $spec['answer_n'] ?? PHP_INT_MAX;
     $after = $spec['after'] ?? 'close';
     $pending = [];
+    $hangup = $spec['hangup_after_reading'] ?? null;
+    $read = 0;
     while (true) {
         if ($answered >= $limit && $after === 'close') {
             return;
@@ -86,9 +106,16 @@ function serve($conn, array $spec, int $connNo, $log): void
         if ($line === false) {
             return; // EOF
         }
-        fwrite($log, $connNo . "\t" . rtrim($line, "\n") . "\n");
+        fwrite($log, $connNo . "\t" . sprintf('%.6f', microtime(true)) . "\t" . rtrim($line, "\n") . "\n");
         fflush($log);
         if (trim($line) === '') {
+            continue;
+        }
+        $read++;
+        if ($hangup !== null) {
+            if ($read >= $hangup) {
+                return;
+            }
             continue;
         }
         if ($answered >= $limit) {
@@ -168,6 +195,17 @@ function answerLine(string $line, array $spec): string
 function answer(array $req, array $spec): array
 {
     $op = $req['op'] ?? 'send';
+    if (array_key_exists('deadline', $req)) {
+        if (!empty($spec['no_deadline_field'])) {
+            return ['ok' => false, 'error' => 'bad_request', 'message' => 'unknown field "deadline"', 'retryable' => false];
+        }
+        if (!is_int($req['deadline']) || $req['deadline'] < microtime(true) * 1000) {
+            return ['ok' => false, 'error' => 'expired', 'message' => 'read after its deadline; not sent', 'retryable' => false];
+        }
+    }
+    if (strncmp($op, 'channel_', 8) === 0) {
+        return channelOp($op, $req);
+    }
     switch ($op) {
         case 'ping':
             return ['ok' => true, 'pong' => true, 'version' => 'fake-1'];
@@ -182,6 +220,25 @@ function answer(array $req, array $spec): array
     }
     if (isset($spec['error'])) {
         return ['ok' => false, 'error' => $spec['error'], 'message' => 'scripted', 'retryable' => true];
+    }
+    if (isset($spec['answer'])) {
+        return $spec['answer'];
+    }
+    if (array_key_exists('tokens', $req)) {
+        return multicast($req);
+    }
+    if (array_key_exists('channel_id', $req)) {
+        global $channels;
+        $key = ($req['app'] ?? '') . '/' . ($req['env'] ?? '');
+        if (isset($channels[$key][$req['channel_id']])) {
+            return ['ok' => true, 'status' => 200, 'apns_id' => uuid(), 'received' => $req];
+        }
+
+        return ['ok' => false, 'status' => 400, 'reason' => 'BadChannelId', 'apns_id' => uuid(), 'received' => $req];
+    }
+    $hooked = retryHook(preg_replace('/[<>\s]/', '', (string) ($req['token'] ?? '')));
+    if ($hooked !== null) {
+        return $hooked + ['received' => $req];
     }
     $token = preg_replace('/[<>\s]/', '', (string) ($req['token'] ?? ''));
     if ($token === '' || strlen($token) % 2 !== 0 || !ctype_xdigit($token)) {
@@ -201,4 +258,108 @@ function answer(array $req, array $spec): array
     }
 
     return ['ok' => true, 'status' => 200, 'apns_id' => $uuid, 'received' => $req];
+}
+
+function uuid(): string
+{
+    return sprintf('%08X-%04X-%04X-%04X-%012X', mt_rand(), mt_rand(0, 0xffff), mt_rand(0, 0xffff), mt_rand(0, 0xffff), mt_rand());
+}
+
+function retryHook(string $token): ?array
+{
+    global $hookCounts;
+    $token = strtolower($token);
+    $prefix = substr($token, 0, 4);
+    if (!in_array($prefix, ['ee5d', 'ee9f', 'ee0a', 'ee70'], true)) {
+        return null;
+    }
+    if ($prefix === 'ee70') {
+        return ['ok' => false, 'error' => 'timeout', 'message' => 'no answer from APNs', 'retryable' => true];
+    }
+    $times = hexdec($token[4]);
+    $seen = $hookCounts[$token] ?? 0;
+    $hookCounts[$token] = $seen + 1;
+    if ($seen >= $times) {
+        return null;
+    }
+    $code = ['ee5d' => 'shutting_down', 'ee9f' => 'queue_full', 'ee0a' => 'unavailable'][$prefix];
+
+    return ['ok' => false, 'error' => $code, 'message' => 'fake ' . $code, 'retryable' => true];
+}
+
+function tokenEntry($raw): array
+{
+    $token = strtolower(preg_replace('/[<>\s]/', '', (string) $raw));
+    if ($token === '' || strlen($token) % 2 !== 0 || !ctype_xdigit($token)) {
+        return ['token' => $raw, 'ok' => false, 'error' => 'invalid_token', 'message' => 'token is not hex', 'retryable' => false];
+    }
+    $hooked = retryHook($token);
+    if ($hooked !== null) {
+        return ['token' => $token] + $hooked;
+    }
+    switch (substr($token, 0, 4)) {
+        case '0410':
+            return ['token' => $token, 'ok' => false, 'status' => 410, 'reason' => 'Unregistered', 'apns_id' => uuid(), 'timestamp' => 1700000000123];
+        case '0400':
+            return ['token' => $token, 'ok' => false, 'status' => 400, 'reason' => 'BadDeviceToken', 'apns_id' => uuid()];
+    }
+
+    return ['token' => $token, 'ok' => true, 'status' => 200, 'apns_id' => uuid()];
+}
+
+function multicast(array $req): array
+{
+    $tokens = $req['tokens'];
+    if (!is_array($tokens) || count($tokens) < 1 || count($tokens) > 1000) {
+        return ['ok' => false, 'error' => 'bad_request', 'message' => 'tokens must be a list of 1 to 1000 tokens', 'retryable' => false];
+    }
+    if (isset($req['app']) && $req['app'] !== 'demo') {
+        return ['ok' => false, 'error' => 'unknown_app', 'message' => 'no such app', 'retryable' => false];
+    }
+    if (isset($req['wait']) && $req['wait'] === false) {
+        return ['ok' => true, 'queued' => count($tokens)];
+    }
+    $results = array_map('tokenEntry', $tokens);
+    $sent = count(array_filter($results, static function (array $r): bool {
+        return $r['ok'];
+    }));
+
+    return ['ok' => $sent === count($results), 'sent' => $sent, 'failed' => count($results) - $sent, 'results' => $results];
+}
+
+function channelOp(string $op, array $req): array
+{
+    global $channels;
+    $key = ($req['app'] ?? '') . '/' . ($req['env'] ?? '');
+    $channels[$key] = $channels[$key] ?? [];
+    switch ($op) {
+        case 'channel_create':
+            $storage = $req['storage'] ?? null;
+            if ($storage !== 'none' && $storage !== 'latest') {
+                return ['ok' => false, 'error' => 'bad_request', 'message' => 'storage must be none or latest', 'retryable' => false];
+            }
+            $id = 'ch-' . (count($channels[$key]) + 1);
+            $channels[$key][$id] = $storage;
+
+            return ['ok' => true, 'channel_id' => $id];
+        case 'channel_list':
+            $ids = array_keys($channels[$key]);
+            sort($ids);
+
+            return ['ok' => true, 'channels' => $ids];
+    }
+    $id = $req['channel_id'] ?? null;
+    if (!is_string($id) || !isset($channels[$key][$id])) {
+        return ['ok' => false, 'status' => 404, 'reason' => 'ChannelNotFound'];
+    }
+    if ($op === 'channel_get') {
+        return ['ok' => true, 'channel_id' => $id, 'storage' => $channels[$key][$id], 'push_type' => 'liveactivity'];
+    }
+    if ($op === 'channel_delete') {
+        unset($channels[$key][$id]);
+
+        return ['ok' => true];
+    }
+
+    return ['ok' => false, 'error' => 'unknown_op', 'message' => "unknown op $op", 'retryable' => false];
 }

@@ -8,7 +8,15 @@
 Standard library only.  See README.md.
 """
 
-from .client import APNS_OPTIONS, DEFAULT_SOCKET, Client, build_send_request
+from .client import (
+    APNS_OPTIONS,
+    DEFAULT_SOCKET,
+    MAX_MULTICAST_TOKENS,
+    RETRY_AT_ONCE,
+    RETRY_WITH_BACKOFF,
+    Client,
+    build_send_request,
+)
 from .exceptions import (
     ApnsdError,
     ConnectionLost,
@@ -16,18 +24,23 @@ from .exceptions import (
     ProtocolError,
     Timeout,
 )
-from .result import Result
+from .result import ChannelResult, MulticastResult, Result
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "APNS_OPTIONS",
     "ApnsdError",
+    "ChannelResult",
     "Client",
     "ConnectionLost",
     "DEFAULT_SOCKET",
     "DaemonUnreachable",
+    "MAX_MULTICAST_TOKENS",
+    "MulticastResult",
     "ProtocolError",
+    "RETRY_AT_ONCE",
+    "RETRY_WITH_BACKOFF",
     "Result",
     "Timeout",
     "build_send_request",

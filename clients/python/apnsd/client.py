@@ -1,20 +1,21 @@
-"""Client for the apnsd local socket protocol (version 1).
+"""Client for the apnsd local socket protocol (version 1.1).
 
 See clients/python/README.md for the user documentation and PROTOCOL.md for
 the wire contract.  Standard library only; Python 3.8+.
 """
 
-import bisect
 import datetime
 import errno
 import itertools
 import json
 import logging
 import os
+import random
 import selectors
 import socket
 import stat
 import threading
+import time
 
 from .exceptions import (
     ConnectionLost,
@@ -22,9 +23,10 @@ from .exceptions import (
     ProtocolError,
     Timeout,
 )
-from .result import Result
+from .result import ChannelResult, MulticastResult, Result
 
-__all__ = ["Client", "DEFAULT_SOCKET", "APNS_OPTIONS"]
+__all__ = ["Client", "DEFAULT_SOCKET", "APNS_OPTIONS", "MAX_MULTICAST_TOKENS",
+           "RETRY_AT_ONCE", "RETRY_WITH_BACKOFF", "build_send_request"]
 
 log = logging.getLogger("apnsd")
 
@@ -35,12 +37,41 @@ DEFAULT_SOCKET = "/run/apnsd/apnsd.sock"
 #: (and, in the daemon, to the ``apns-*`` request headers).
 APNS_OPTIONS = ("topic", "push_type", "priority", "expiration", "collapse_id", "apns_id")
 
-# Ops that are safe to resend after the connection broke mid-request.
-_IDEMPOTENT_OPS = frozenset(["ping", "status", "reload"])
+#: apnsd takes at most this many tokens in one multicast request line;
+#: :meth:`Client.send_multicast` splits longer lists into several lines.
+MAX_MULTICAST_TOKENS = 1000
+
+#: apnsd's default request line limit (socket.max_line); multicast lines are
+#: kept below it (``Client(max_line_bytes=...)`` if apnsd is set otherwise).
+DEFAULT_LINE_LIMIT = 64 * 1024
+
+# Room left in a line for the "id" and "deadline" fields the client adds.
+_LINE_RESERVE = 96
+
+#: Error codes (answered with ``"retryable": true``) that the client retries
+#: at once, on a fresh connection: apnsd is going away, its successor (or
+#: the listening socket systemd holds) takes the new connection.
+RETRY_AT_ONCE = frozenset(["shutting_down"])
+
+#: Error codes (answered with ``"retryable": true``) that the client retries
+#: after a short jittered backoff, on the same connection.
+RETRY_WITH_BACKOFF = frozenset(["queue_full", "unavailable"])
+
+# Ops that are NOT resent after the connection broke with the request
+# written but unanswered: a second channel_create would make a second
+# channel (Apple allows 10,000 per app).  Retryable *answers* are retried
+# for every op.
+_NO_RESEND_OPS = frozenset(["channel_create"])
 
 # Responses to lines the daemon could not parse cannot echo the id.
 _ID_LESS_ERRORS = frozenset(["bad_json", "line_too_long"])
 
+# A daemon older than protocol 1.1 refuses the "deadline" field.
+_DEADLINE_REFUSAL = 'unknown field "deadline"'
+_MULTICAST_REFUSAL = 'unknown field "tokens"'
+
+_BACKOFF_CAP = 1.0          # seconds: the longest single backoff sleep
+_sleep = time.sleep         # the backoff's sleep (tests replace it)
 _WRITE_CHUNK = 64 * 1024
 _READ_CHUNK = 64 * 1024
 _MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
@@ -50,16 +81,6 @@ _BROKEN_ERRNOS = frozenset(
         getattr(errno, "ESHUTDOWN", None),
     ) if e is not None
 )
-
-
-class _Broken(Exception):
-    """Internal: the connection broke while a batch was in progress."""
-
-    def __init__(self, sent, responses, cause):
-        Exception.__init__(self, cause)
-        self.sent = sent              # bytes handed to the kernel
-        self.responses = responses    # responses read so far
-        self.cause = cause
 
 
 def _describe_cause(cause):
@@ -97,17 +118,31 @@ def _normalize_expiration(value):
 
 
 def build_send_request(token, alert=None, badge=None, sound=None, payload=None,
-                       app=None, env=None, wait=True, **apns_options):
-    """The protocol object for one ``send`` (without ``id``).
+                       app=None, env=None, wait=True, tokens=None, channel_id=None,
+                       **apns_options):
+    """The protocol object for one ``send`` (without ``id`` and ``deadline``).
 
-    Fields whose value is None are left out so that apnsd applies its own
-    defaults (the app's topic and environment, push type "alert"...).
+    Exactly one of ``token``, ``tokens`` (a list, multicast) and
+    ``channel_id`` (broadcast) names the target.  Fields whose value is None
+    are left out so that apnsd applies its own defaults (the app's topic and
+    environment, push type "alert"...).
     """
     unknown = sorted(set(apns_options) - set(APNS_OPTIONS))
     if unknown:
         raise TypeError("unknown send option(s): %s (known: %s)"
                         % (", ".join(unknown), ", ".join(APNS_OPTIONS)))
-    req = {"op": "send", "token": _normalize_token(token)}
+    targets = sum(1 for t in (token, tokens, channel_id) if t is not None)
+    if targets != 1:
+        raise TypeError("give exactly one of token, tokens and channel_id")
+    req = {"op": "send"}
+    if token is not None:
+        req["token"] = _normalize_token(token)
+    elif tokens is not None:
+        req["tokens"] = [_normalize_token(t) for t in tokens]
+    else:
+        if not isinstance(channel_id, str) or not channel_id:
+            raise TypeError("channel_id must be a non-empty str")
+        req["channel_id"] = channel_id
     for name, value in (("app", app), ("env", env), ("payload", payload),
                         ("alert", alert), ("badge", badge), ("sound", sound)):
         if value is not None:
@@ -124,32 +159,110 @@ def build_send_request(token, alert=None, badge=None, sound=None, payload=None,
     return req
 
 
+def _scope(obj, app, env):
+    if app is not None:
+        obj["app"] = app
+    if env is not None:
+        obj["env"] = env
+    return obj
+
+
+def _check_channel_id(channel_id):
+    if not isinstance(channel_id, str) or not channel_id:
+        raise TypeError("channel_id must be a non-empty str, not %r" % (channel_id,))
+
+
+class _Req(object):
+    """One request line's state across attempts (internal).
+
+    ``deadline`` (monotonic) and ``deadline_ms`` (Unix ms, on the wire) are
+    set when the line is first encoded and kept for every resend, so that
+    retries never outlive the caller's timeout.
+    """
+
+    __slots__ = ("obj", "resend", "deadline", "deadline_ms", "attempts", "id",
+                 "response", "last")
+
+    def __init__(self, obj, resend=True, deadline=None, deadline_ms=None, attempts=0):
+        self.obj = obj
+        self.resend = resend
+        self.deadline = deadline
+        self.deadline_ms = deadline_ms
+        self.attempts = attempts       # times (at least partly) written
+        self.id = None                 # id of the latest attempt
+        self.response = None           # the final answer
+        self.last = None               # the latest retryable answer
+
+    def time_left(self):
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+
 class Client(object):
     """A connection to apnsd's Unix socket.
 
-    ``socket_path``: the daemon's socket.  ``timeout``: seconds to wait for
-    the daemon to make progress -- accept our bytes or answer -- before
-    raising :class:`Timeout` (None: wait forever).  For ``send`` with
-    ``wait=True`` this includes the time APNs takes to answer.
+    ``socket_path``: the daemon's socket.  ``timeout``: seconds the caller
+    is willing to wait for one request's verdict, retries included (None:
+    wait forever).  For ``send`` with ``wait=True`` this includes the time
+    APNs takes to answer.  Every request carries ``deadline`` = the moment
+    it is written + ``timeout`` (Unix milliseconds), so apnsd never starts
+    sending a notification the client has given up on: it answers
+    ``expired`` instead.  ``send_deadline=False`` leaves the field out.
+
+    Retries (see the README, "Retries and resends"): an answer with
+    ``"retryable": true`` and code ``shutting_down`` is retried at once on a
+    fresh connection; ``queue_full`` and ``unavailable`` after a short
+    jittered backoff (``retry_backoff`` seconds, doubling, at most 1 s).
+    When the connection breaks (EOF, EPIPE, ECONNRESET) with requests
+    written but unanswered, the client reconnects and resends them
+    (``resend_unanswered``): delivery is then **at least once**, a resent
+    notification may reach the device twice.  A request is written at most
+    ``max_attempts`` times (1: no retries, no resends), and never after its
+    deadline.
 
     The client connects lazily and keeps one connection open.
 
     Thread safety: one ``Client`` may be shared by any number of threads.  A
     lock serializes the requests on its single connection (each call holds
-    it from writing its request(s) until it has read its response(s)), so
-    concurrent ``send`` calls from many threads are correct but wait for each
-    other.  For throughput use :meth:`send_many` (pipelined), or one
-    ``Client`` per thread.  After ``os.fork()`` the child transparently opens
-    its own connection.
+    it from writing its request(s) until it has read its final response(s),
+    retries included), so concurrent ``send`` calls from many threads are
+    correct but wait for each other.  For throughput use :meth:`send_many`
+    or :meth:`send_multicast` (pipelined), or one ``Client`` per thread.
+    After ``os.fork()`` the child transparently opens its own connection.
     """
 
-    def __init__(self, socket_path=DEFAULT_SOCKET, timeout=10.0):
+    def __init__(self, socket_path=DEFAULT_SOCKET, timeout=10.0, max_attempts=5,
+                 retry_backoff=0.05, resend_unanswered=True, send_deadline=True,
+                 max_line_bytes=DEFAULT_LINE_LIMIT):
+        if timeout is not None and not timeout > 0:
+            raise ValueError("timeout must be positive or None")
+        if int(max_attempts) != max_attempts or max_attempts < 1:
+            raise ValueError("max_attempts must be a whole number >= 1")
+        if retry_backoff < 0:
+            raise ValueError("retry_backoff must be >= 0")
         self.socket_path = os.fspath(socket_path)
         self.timeout = timeout
+        self.max_attempts = int(max_attempts)
+        self.retry_backoff = retry_backoff
+        self.resend_unanswered = bool(resend_unanswered)
+        self.send_deadline = bool(send_deadline)
+        if max_line_bytes < 1024:
+            raise ValueError("max_line_bytes must be at least 1024")
+        self.max_line_bytes = int(max_line_bytes)
         self._lock = threading.Lock()
         self._sock = None
+        # Does the daemon behind the current connection take "deadline"?
+        # Assumed until it refuses the field; asked again on each new
+        # connection (a restart may have upgraded apnsd).
+        self._deadline_ok = True
+        self._warned_deadline = False
         self._ids = itertools.count(1)
         self._pid = os.getpid()
+        #: Counters since the client was made (read them; do not write):
+        #: ``connects`` (connections opened), ``retries`` (retryable answers
+        #: retried), ``resends`` (requests resent after a broken connection).
+        self.stats = {"connects": 0, "retries": 0, "resends": 0}
 
     # ------------------------------------------------------------------ API
 
@@ -171,14 +284,14 @@ class Client(object):
 
         A refused notification is a Result with ``ok == False``, not an
         exception.  Raises :class:`DaemonUnreachable`, :class:`Timeout`,
-        :class:`ProtocolError`, or :class:`ConnectionLost` when the connection
-        broke after the request was written (the notification is then NOT
-        resent: it may already have been delivered).
+        :class:`ProtocolError`, or :class:`ConnectionLost` when the
+        connection broke after the request was written and it could not be
+        resent (attempts or time used up, or ``resend_unanswered=False``).
         """
         req = build_send_request(token, alert=alert, badge=badge, sound=sound,
                                  payload=payload, app=app, env=env, wait=wait,
                                  **apns_options)
-        return Result(self._call([req], idempotent=False)[0])
+        return Result(self._call([req])[0])
 
     def send_many(self, notifications):
         """Send many notifications pipelined on one connection.
@@ -191,10 +304,11 @@ class Client(object):
         All requests are written without waiting for answers (reading the
         answers while writing, so that neither side blocks on a full
         buffer), then matched to the responses by order; the echoed ids are
-        checked.  On :class:`Timeout` or :class:`ConnectionLost` the
-        exception's ``results`` holds the results read so far (a prefix); the
-        remaining notifications may or may not have been delivered and are
-        not resent.
+        checked.  Retryable answers and unanswered requests are retried as
+        for :meth:`send`.  On :class:`Timeout` or :class:`ConnectionLost`
+        the exception's ``results`` holds the final results of the first
+        requests (a prefix) and ``all_results`` one entry per request (None:
+        no verdict; it may or may not have been delivered).
         """
         reqs = []
         for index, item in enumerate(notifications):
@@ -214,7 +328,102 @@ class Client(object):
             reqs.append(build_send_request(token, **kwargs))
         if not reqs:
             return []
-        return [Result(raw) for raw in self._call(reqs, idempotent=False)]
+        return [Result(raw) for raw in self._call(reqs)]
+
+    def send_multicast(self, tokens, alert=None, badge=None, sound=None, payload=None,
+                       app=None, env=None, wait=True, **apns_options):
+        """Send one notification to many device tokens; a
+        :class:`MulticastResult`.
+
+        ``tokens``: any iterable of tokens (hex strings in any form apnsd
+        cleans, or bytes).  Up to 1000 go in one request line; a longer list
+        is split into several lines, pipelined, transparently.  The other
+        arguments are those of :meth:`send`.
+
+        The result has one :class:`Result` per token, in the order given
+        (``result.results``, or iterate it), the counts ``sent`` and
+        ``failed``, and helpers such as ``unregistered_tokens`` (the tokens,
+        as you passed them, that APNs says are dead: delete them).  A
+        malformed token fails its own entry (``invalid_token``), never the
+        batch.  With ``wait=False`` the result only says how many were
+        queued (``result.queued``) and has no per-token results.
+
+        Per-token answers marked retryable (``shutting_down``,
+        ``queue_full``, ``unavailable``) are retried for those tokens only,
+        as for :meth:`send`.  An empty ``tokens`` returns an empty result
+        without asking apnsd.
+        """
+        originals = list(tokens)
+        base = build_send_request(None, alert=alert, badge=badge, sound=sound,
+                                  payload=payload, app=app, env=env, wait=wait,
+                                  tokens=originals, **apns_options)
+        wire = base.pop("tokens")
+        if not wire:
+            return MulticastResult(originals, [])
+        chunks = self._multicast_chunks(base, wire)
+        reqs = [_Req(dict(base, tokens=chunk)) for chunk in chunks]
+        self._run_reqs(reqs)
+        if not wait:
+            queued = 0
+            entries = []
+            for req, chunk in zip(reqs, chunks):
+                resp = req.response
+                if resp.get("ok") is True:
+                    q = resp.get("queued")
+                    queued += q if isinstance(q, int) and not isinstance(q, bool) else len(chunk)
+                    entries.extend({"token": t, "ok": True, "queued": True} for t in chunk)
+                else:
+                    entries.extend(_batch_failure(resp, chunk))
+            return MulticastResult(originals, entries, queued=queued,
+                                   raw=[r.response for r in reqs])
+        per_batch = [self._multicast_entries(req.response, chunk)
+                     for req, chunk in zip(reqs, chunks)]
+        self._retry_multicast_entries(base, reqs, chunks, per_batch)
+        entries = [e for batch in per_batch for e in batch]
+        return MulticastResult(originals, entries, raw=[r.response for r in reqs])
+
+    def send_broadcast(self, channel_id, alert=None, badge=None, sound=None, payload=None,
+                       app=None, env=None, wait=True, **apns_options):
+        """Send one notification to a broadcast channel (iOS 18 broadcast
+        push, push type ``liveactivity``); a :class:`Result`.  The
+        arguments are those of :meth:`send`, with the channel id (from
+        :meth:`channel_create`) instead of a token."""
+        req = build_send_request(None, alert=alert, badge=badge, sound=sound,
+                                 payload=payload, app=app, env=env, wait=wait,
+                                 channel_id=channel_id, **apns_options)
+        return Result(self._call([req])[0])
+
+    def channel_create(self, storage="none", app=None, env=None):
+        """Create a broadcast channel; a :class:`ChannelResult` with
+        ``channel_id``.  ``storage``: Apple's message storage policy,
+        ``"none"`` or ``"latest"`` (keep the latest message for devices that
+        subscribe later).  Apple's refusals come back as ``status`` and
+        ``reason``, as for a send.
+
+        Not resent after a broken connection (a second create would make a
+        second channel): :class:`ConnectionLost` then means "may or may not
+        exist", see :meth:`channel_list`."""
+        obj = _scope({"op": "channel_create", "storage": storage}, app, env)
+        return ChannelResult(self._call([obj], resend=False)[0])
+
+    def channel_get(self, channel_id, app=None, env=None):
+        """A channel's settings: :class:`ChannelResult` with ``channel_id``,
+        ``storage`` and ``push_type``."""
+        _check_channel_id(channel_id)
+        obj = _scope({"op": "channel_get", "channel_id": channel_id}, app, env)
+        return ChannelResult(self._call([obj])[0])
+
+    def channel_list(self, app=None, env=None):
+        """The app's channels in that environment: :class:`ChannelResult`
+        whose ``channels`` is a list of channel ids."""
+        obj = _scope({"op": "channel_list"}, app, env)
+        return ChannelResult(self._call([obj])[0])
+
+    def channel_delete(self, channel_id, app=None, env=None):
+        """Delete a channel; a :class:`ChannelResult` (``ok``)."""
+        _check_channel_id(channel_id)
+        obj = _scope({"op": "channel_delete", "channel_id": channel_id}, app, env)
+        return ChannelResult(self._call([obj])[0])
 
     def ping(self):
         """``{"ok": true, "pong": true, "version": ...}`` from the daemon."""
@@ -233,12 +442,14 @@ class Client(object):
     def request(self, obj):
         """Send one raw protocol object and return the raw response dict.
 
-        The ``id`` field is always set by the client.  Only ``ping``,
-        ``status`` and ``reload`` are resent after a broken connection.
+        The ``id`` field is always set by the client, and ``deadline``
+        unless the object has one or ``send_deadline`` is off.  Retries and
+        resends apply as for :meth:`send` (not resent after a broken
+        connection: ``channel_create``).
         """
         req = dict(obj)
         op = req.get("op", "send")
-        return self._call([req], idempotent=op in _IDEMPOTENT_OPS)[0]
+        return self._call([req], resend=op not in _NO_RESEND_OPS)[0]
 
     def close(self):
         """Close the connection (a later call reconnects)."""
@@ -252,7 +463,87 @@ class Client(object):
         self.close()
 
     def __repr__(self):
-        return "Client(socket_path=%r, timeout=%r)" % (self.socket_path, self.timeout)
+        return "Client(socket_path=%r, timeout=%r, max_attempts=%r)" % (
+            self.socket_path, self.timeout, self.max_attempts)
+
+    # ------------------------------------------------------------ multicast
+
+    def _multicast_chunks(self, base, wire):
+        """Split the tokens into request lines of at most
+        MAX_MULTICAST_TOKENS tokens and max_line_bytes bytes each."""
+        budget = self.max_line_bytes - _LINE_RESERVE - len(_encode(dict(base, tokens=[])))
+        chunks = []
+        chunk, size = [], 0
+        for t in wire:
+            cost = len(_encode(t)) - 1 + 1      # the JSON string and its comma
+            if chunk and (len(chunk) >= MAX_MULTICAST_TOKENS or size + cost > budget):
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(t)
+            size += cost
+        if chunk:
+            chunks.append(chunk)
+        return chunks
+
+    def _multicast_entries(self, resp, chunk):
+        """Per-token entry dicts for one multicast answer (len(chunk) of
+        them).  An answer without ``results`` (the whole request refused)
+        becomes that refusal for every token."""
+        results = resp.get("results")
+        if results is None:
+            return _batch_failure(resp, chunk)
+        if not isinstance(results, list) or len(results) != len(chunk) \
+                or not all(isinstance(e, dict) for e in results):
+            self.close()
+            raise ProtocolError(
+                "apnsd answered a multicast of %d token(s) with %s result(s): %r"
+                % (len(chunk), len(results) if isinstance(results, list) else "malformed",
+                   _clip(json.dumps(resp).encode("utf-8"))))
+        return list(results)
+
+    def _retry_multicast_entries(self, base, reqs, chunks, per_batch):
+        """Resend, as smaller multicasts, the tokens whose own entry is a
+        retryable refusal, until they get a final entry or their request's
+        attempts or deadline run out (the last refusal then stands)."""
+        while True:
+            retry = []      # (batch index, positions, parent _Req)
+            at_once = False
+            longest = 0
+            for b, entries in enumerate(per_batch):
+                parent = reqs[b]
+                if not self._may_retry(parent):
+                    continue
+                positions = []
+                for i, e in enumerate(entries):
+                    kind = _retry_kind(e)
+                    if kind is None:
+                        continue
+                    positions.append(i)
+                    at_once = at_once or kind == "at_once"
+                if positions:
+                    retry.append((b, positions, parent))
+                    longest = max(longest, parent.attempts)
+            if not retry:
+                return
+            self.stats["retries"] += sum(len(p) for _, p, _ in retry)
+            if not at_once:
+                self._sleep_backoff(longest, [p for _, _, p in retry])
+                retry = [r for r in retry if self._may_retry(r[2])]
+                if not retry:
+                    return
+            subs = []
+            for b, positions, parent in retry:
+                sub = _Req(dict(base, tokens=[chunks[b][i] for i in positions]),
+                           deadline=parent.deadline, deadline_ms=parent.deadline_ms,
+                           attempts=parent.attempts)
+                subs.append(sub)
+            self._run_reqs(subs, fresh=at_once)
+            for (b, positions, parent), sub in zip(retry, subs):
+                parent.attempts = sub.attempts
+                sub_chunk = [chunks[b][i] for i in positions]
+                fresh_entries = self._multicast_entries(sub.response, sub_chunk)
+                for i, e in zip(positions, fresh_entries):
+                    per_batch[b][i] = e
 
     # ------------------------------------------------------------ internals
 
@@ -268,51 +559,136 @@ class Client(object):
             if sock is not None:
                 sock.close()
 
-    def _call(self, reqs, idempotent):
-        """Write ``reqs`` and return their responses, in order.
+    def _call(self, objs, resend=True):
+        """Write ``objs`` (protocol dicts without id) and return their final
+        raw responses, in order.  See :meth:`_run_reqs`."""
+        reqs = [_Req(obj, resend=resend) for obj in objs]
+        self._run_reqs(reqs)
+        return [r.response for r in reqs]
 
-        Reconnect policy: when the kept connection turns out to be broken and
-        not one byte of the batch reached the socket, reconnect once and write
-        the batch on the new connection.  When bytes were written the batch is
-        only resent if it is idempotent (ping/status/reload); a ``send`` raises
-        :class:`ConnectionLost` instead, because apnsd may have delivered it.
+    def _run_reqs(self, reqs, fresh=False):
+        """Get a final response for every request in ``reqs`` (sets
+        ``req.response``), retrying and resending as the class doc says.
+
+        Rounds: each round writes the requests still without a final answer
+        (in order, pipelined) on one connection and reads their answers.
+        After a round: a ``shutting_down`` answer or a broken connection
+        means a fresh connection and the next round at once; only
+        ``queue_full``/``unavailable`` answers mean a jittered sleep first.
+        Connecting may fail while apnsd restarts (socket missing or
+        refusing): once a restart was seen, connecting is retried with
+        backoff until the requests' deadlines; before that, the failure is
+        raised at once (apnsd is simply not running).
+
+        Holds the client's lock for the whole exchange.  Raises Timeout,
+        ConnectionLost, DaemonUnreachable, ProtocolError with the results
+        so far; the connection is then closed.
         """
         self._check_fork()
         with self._lock:
-            for req in reqs:
-                req["id"] = next(self._ids)
-            lines = [_encode(req) for req in reqs]
-            starts = [0] + list(itertools.accumulate(len(line) for line in lines))[:-1]
-            data = b"".join(lines)
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    sock = self._connection()
-                    return self._pump(sock, data, reqs)
-                except _Broken as broken:
-                    self._drop()
-                    nothing_written = broken.sent == 0 and not broken.responses
-                    if attempt == 1 and (nothing_written or idempotent):
-                        log.debug("apnsd connection broken (%s); reconnecting",
-                                  _describe_cause(broken.cause))
+            if fresh:
+                self._drop()
+            restarting = fresh
+            stalls = 0
+            try:
+                while True:
+                    batch = [r for r in reqs if r.response is None]
+                    if not batch:
+                        return
+                    try:
+                        sock = self._connection()
+                    except (DaemonUnreachable, Timeout) as exc:
+                        if not restarting or isinstance(exc, ConnectionLost) \
+                                or getattr(exc, "reason", None) in ("permission", "forbidden"):
+                            raise
+                        stalls += 1
+                        if not self._sleep_backoff(stalls, batch, needs_all=False):
+                            raise
                         continue
-                    # requests at least partly handed to the socket
-                    written = bisect.bisect_left(starts, broken.sent)
-                    raise ConnectionLost(
-                        "connection to apnsd at %s was lost (%s) after %d of %d request(s) "
-                        "had been written and %d answered; the unanswered ones may or may "
-                        "not have been delivered and were not resent"
-                        % (self.socket_path, _describe_cause(broken.cause), written,
-                           len(reqs), len(broken.responses)),
-                        socket_path=self.socket_path,
-                        results=[Result(r) for r in broken.responses],
-                        written=written)
-                except BaseException:
-                    # Timeout, ProtocolError, KeyboardInterrupt...: the state
-                    # of the connection is unknown, never reuse it.
-                    self._drop()
-                    raise
+                    outcome = self._pump(sock, batch)
+                    if outcome.progress:
+                        stalls = 0
+                    else:
+                        stalls += 1
+                    if outcome.broken is not None or outcome.shutting_down:
+                        self._drop()
+                        restarting = True
+                    waiting = [r for r in batch if r.response is None]
+                    if outcome.broken is not None:
+                        self._after_break(reqs, batch, outcome, stalls)
+                        if not outcome.progress and waiting:
+                            # closed before a byte went either way: do not spin
+                            self._sleep_backoff(stalls, waiting, needs_all=False)
+                    elif outcome.backoff and not outcome.shutting_down and waiting:
+                        self._sleep_backoff(max(r.attempts for r in waiting), waiting)
+                    # Requests whose deadline passed or attempts ran out
+                    # while waiting for a retry keep their last answer.
+                    for r in reqs:
+                        if r.response is None and r.last is not None and not self._may_retry(r):
+                            r.response = r.last
+            except BaseException as exc:
+                # Timeout, ProtocolError, KeyboardInterrupt...: the state
+                # of the connection is unknown, never reuse it.
+                self._drop()
+                if isinstance(exc, (Timeout, ConnectionLost, DaemonUnreachable, ProtocolError)) \
+                        and not exc.results and not getattr(exc, "all_results", None):
+                    _attach_results(exc, reqs)
+                raise
+
+    def _after_break(self, reqs, batch, outcome, stalls):
+        """The connection broke during a round: decide whether the requests
+        written but unanswered may be resent; raise ConnectionLost if not."""
+        lost = [r for r in batch if r.response is None and r.id in outcome.written]
+        for r in lost:
+            r.last = None   # an earlier retryable answer no longer stands
+        stuck = [r for r in lost
+                 if not (r.resend and self.resend_unanswered and self._may_retry(r))]
+        if stalls > self.max_attempts + 1:
+            stuck = [r for r in batch if r.response is None]   # closed again and again
+        if not stuck:
+            self.stats["resends"] += len(lost)
+            log.debug("apnsd connection broken (%s); resending %d unanswered request(s)",
+                      _describe_cause(outcome.broken), len(lost))
+            return
+        written = sum(1 for r in reqs if r.attempts > 0)
+        if not self.resend_unanswered or not all(r.resend for r in stuck):
+            why = "they were not resent"
+        else:
+            why = "they could not be resent (%d attempt(s) or the timeout used up)" % max(
+                r.attempts for r in stuck)
+        exc = ConnectionLost(
+            "connection to apnsd at %s was lost (%s) with %d of %d request(s) written and "
+            "unanswered; the unanswered ones may or may not have been delivered and %s"
+            % (self.socket_path, _describe_cause(outcome.broken), len(stuck), len(reqs), why),
+            socket_path=self.socket_path, written=written)
+        _attach_results(exc, reqs)
+        raise exc
+
+    def _may_retry(self, req):
+        if req.attempts >= self.max_attempts:
+            return False
+        left = req.time_left()
+        return left is None or left > 0
+
+    def _sleep_backoff(self, attempt, waiting, needs_all=True):
+        """Sleep a jittered backoff (base * 2**(attempt-1), at most 1 s),
+        never past the latest deadline among ``waiting``.  Returns False
+        when there is no time left at all."""
+        delay = min(_BACKOFF_CAP, self.retry_backoff * (2 ** max(0, attempt - 1)))
+        delay *= random.uniform(0.5, 1.0)
+        lefts = [r.time_left() for r in waiting]
+        if any(left is None for left in lefts):
+            budget = None
+        else:
+            budget = max(lefts) if lefts else 0
+        if budget is not None:
+            if budget <= 0:
+                return False
+            delay = min(delay, budget)
+        if not needs_all and budget is None and attempt > self.max_attempts * 4:
+            return False    # no deadline: do not wait for a restart forever
+        _sleep(delay)
+        return True
 
     def _drop(self):
         sock, self._sock = self._sock, None
@@ -339,6 +715,8 @@ class Client(object):
                             "reconnecting")
             self._drop()
         self._sock = self._connect()
+        self._deadline_ok = True
+        self.stats["connects"] += 1
         return self._sock
 
     def _connect(self):
@@ -357,37 +735,79 @@ class Client(object):
                 raise _unreachable(path, exc) from exc
             raise
 
-    def _pump(self, sock, data, reqs):
-        """Write ``data`` and read ``len(reqs)`` response lines, interleaved."""
-        total = len(data)
-        view = memoryview(data)
+    def _line(self, req):
+        """Encode the next attempt of ``req``: a new id; the deadline set on
+        the first attempt and kept for the others."""
+        if req.deadline is None and self.timeout is not None:
+            req.deadline = time.monotonic() + self.timeout
+            req.deadline_ms = int((time.time() + self.timeout) * 1000)
+        req.id = next(self._ids)
+        obj = dict(req.obj)
+        obj["id"] = req.id
+        if req.deadline_ms is not None and self.send_deadline and self._deadline_ok \
+                and "deadline" not in obj:
+            obj["deadline"] = req.deadline_ms
+        req.attempts += 1
+        return _encode(obj)
+
+    def _pump(self, sock, batch):
+        """One round: write the requests of ``batch`` (encoded lazily, so
+        that each deadline starts when its line is written) and read their
+        answers, interleaved.  Classifies each answer (final, retry at once,
+        retry after backoff).  Returns a _Round; raises Timeout and
+        ProtocolError."""
+        rnd = _Round()
+        out = bytearray()
+        ends = []           # end offset of each encoded line in the round's stream
         sent = 0
-        responses = []
         buf = bytearray()
+        nxt = 0             # next request of batch to encode
+        answered = 0
+        stop = False        # shutting_down seen: write no further lines
         sel = selectors.DefaultSelector()
         try:
-            sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
-            writing = True
-            while len(responses) < len(reqs):
-                events = sel.select(self.timeout)
+            sel.register(sock, selectors.EVENT_READ)
+            mask_now = selectors.EVENT_READ
+            while True:
+                while not stop and nxt < len(batch) and len(out) < _WRITE_CHUNK:
+                    line = self._line(batch[nxt])
+                    out += line
+                    ends.append((ends[-1] if ends else 0) + len(line))
+                    nxt += 1
+                expected = len(ends) if stop else len(batch)
+                if answered >= expected:
+                    break
+                want = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
+                if want != mask_now:
+                    sel.modify(sock, want)
+                    mask_now = want
+                wait = self.timeout
+                if wait is not None and (stop or nxt == len(batch)):
+                    lefts = [r.time_left() for r in batch[answered:len(ends)]
+                             if r.deadline is not None]
+                    if lefts:
+                        wait = max(0.0, min(wait, max(lefts)))
+                events = sel.select(wait)
                 if not events:
                     raise Timeout(
-                        "no answer from apnsd at %s within %ss (%d of %d request(s) answered)"
-                        % (self.socket_path, self.timeout, len(responses), len(reqs)),
-                        results=[Result(r) for r in responses])
+                        "no answer from apnsd at %s within the %ss timeout "
+                        "(%d of %d request(s) of this round answered); the unanswered ones "
+                        "are past their deadline, so apnsd will not start sending them"
+                        % (self.socket_path, self.timeout, answered, len(batch)))
                 mask = events[0][1]
-                if writing and mask & selectors.EVENT_WRITE:
+                if out and mask & selectors.EVENT_WRITE:
                     try:
-                        sent += sock.send(view[sent:sent + _WRITE_CHUNK], _MSG_NOSIGNAL)
+                        n = sock.send(out[:_WRITE_CHUNK], _MSG_NOSIGNAL)
                     except (BlockingIOError, InterruptedError):
-                        pass
+                        n = 0
                     except OSError as exc:
                         if exc.errno in _BROKEN_ERRNOS:
-                            raise _Broken(sent, responses, exc)
+                            return self._broken(rnd, batch, ends, sent, answered, exc)
                         raise
-                    if sent >= total:
-                        writing = False
-                        sel.modify(sock, selectors.EVENT_READ)
+                    if n:
+                        del out[:n]
+                        sent += n
+                        rnd.progress = True
                 if mask & selectors.EVENT_READ:
                     try:
                         chunk = sock.recv(_READ_CHUNK)
@@ -395,25 +815,85 @@ class Client(object):
                         continue
                     except OSError as exc:
                         if exc.errno in _BROKEN_ERRNOS:
-                            raise _Broken(sent, responses, exc)
+                            return self._broken(rnd, batch, ends, sent, answered, exc)
                         raise
                     if not chunk:
-                        raise _Broken(sent, responses, "apnsd closed the connection")
+                        return self._broken(rnd, batch, ends, sent, answered,
+                                            "apnsd closed the connection")
                     buf += chunk
-                    self._parse(buf, reqs, responses)
+                    rnd.progress = True
+                    for obj in self._parse(buf, batch, answered, len(ends)):
+                        if self._classify(batch[answered], obj, rnd):
+                            if not stop:
+                                stop = True
+                                # Finish the line being written, drop the rest.
+                                keep = 0
+                                while keep < len(ends) and (ends[keep - 1] if keep else 0) < sent:
+                                    keep += 1
+                                keep = max(keep, answered + 1)
+                                for r in batch[keep:len(ends)]:
+                                    r.attempts -= 1     # never written
+                                del ends[keep:]
+                                del out[max(0, ends[-1] - sent):]
+                                nxt = len(ends)
+                        answered += 1
             if buf.strip():
                 # More than one line per request: the daemon broke the
                 # protocol.  Our answers are complete, but the connection is
                 # out of step: close it.
                 log.warning("apnsd sent more response lines than requests; reconnecting")
                 self._drop()
-            return responses
+            return rnd
         finally:
             sel.close()
 
-    def _parse(self, buf, reqs, responses):
+    def _broken(self, rnd, batch, ends, sent, answered, cause):
+        """The round ended with a broken connection.  Lines not (partly)
+        written do not count as attempts."""
+        rnd.broken = cause
+        for i in range(answered, len(ends)):
+            start = ends[i - 1] if i else 0
+            if start < sent:
+                rnd.written.add(batch[i].id)
+            else:
+                batch[i].attempts -= 1
+        return rnd
+
+    def _classify(self, req, obj, rnd):
+        """Record ``obj`` as ``req``'s answer or as a reason to retry it.
+        Returns True for ``shutting_down`` (stop writing, fresh connection)."""
+        code = obj.get("error")
+        if code == "bad_request" and _DEADLINE_REFUSAL in str(obj.get("message", "")) \
+                and "deadline" not in req.obj:
+            # An apnsd older than protocol 1.1: it refused the line, so
+            # nothing was sent.  Resend without the field on this connection.
+            if not self._warned_deadline:
+                self._warned_deadline = True
+                log.warning("apnsd at %s does not take the \"deadline\" field (older than "
+                            "protocol 1.1); requests go without it, so a request the client "
+                            "gave up on may still be sent", self.socket_path)
+            self._deadline_ok = False
+            req.attempts -= 1
+            return False
+        kind = _retry_kind(obj)
+        if kind is not None and self._may_retry(req):
+            req.last = obj
+            self.stats["retries"] += 1
+            if kind == "at_once":
+                rnd.shutting_down = True
+                return True
+            rnd.backoff = True
+            return False
+        req.response = obj
+        req.last = None
+        return False
+
+    def _parse(self, buf, batch, answered, limit):
+        """Yield the complete response lines in ``buf`` (at most ``limit -
+        answered``), decoded and checked against the expected ids."""
         start = 0
-        while len(responses) < len(reqs):
+        i = answered
+        while i < limit:
             nl = buf.find(b"\n", start)
             if nl < 0:
                 break
@@ -421,7 +901,9 @@ class Client(object):
             start = nl + 1
             if not line.strip():
                 continue  # empty lines are ignored (a trailing \r is tolerated)
-            responses.append(self._decode(line, reqs[len(responses)]["id"]))
+            obj = self._decode(line, batch[i].id)
+            i += 1
+            yield obj
         del buf[:start]  # anything left over is checked by _pump
 
     def _decode(self, line, expected_id):
@@ -452,6 +934,56 @@ class Client(object):
             raise ProtocolError("response without the echoed id %r: %r"
                                 % (expected_id, _clip(line)))
         return obj
+
+
+class _Round(object):
+    """What one round of :meth:`Client._pump` ended with (internal)."""
+
+    __slots__ = ("broken", "written", "shutting_down", "backoff", "progress")
+
+    def __init__(self):
+        self.broken = None          # the cause, when the connection broke
+        self.written = set()        # ids of lines (partly) written, unanswered
+        self.shutting_down = False  # a shutting_down answer to retry
+        self.backoff = False        # a queue_full/unavailable answer to retry
+        self.progress = False       # any byte went either way
+
+
+def _retry_kind(obj):
+    """"at_once", "backoff" or None for one answer (or multicast entry)."""
+    if obj.get("ok") is not False or obj.get("retryable") is not True:
+        return None
+    code = obj.get("error")
+    if code in RETRY_AT_ONCE:
+        return "at_once"
+    if code in RETRY_WITH_BACKOFF:
+        return "backoff"
+    return None
+
+
+def _batch_failure(resp, chunk):
+    """A whole multicast line refused (no per-token results): that refusal,
+    for each of its tokens."""
+    entry = {k: v for k, v in resp.items() if k not in ("id", "sent", "failed", "results")}
+    entry["ok"] = False
+    message = entry.get("message")
+    if entry.get("error") == "bad_request" and _MULTICAST_REFUSAL in str(message or ""):
+        entry["message"] = ("%s (this apnsd predates multicast, protocol 1.1: upgrade it, "
+                            "or use send_many)" % message)
+    return [dict(entry, token=t) for t in chunk]
+
+
+def _attach_results(exc, reqs):
+    """Set exc.results (the final answers of the first requests: a prefix)
+    and exc.all_results (one per request, None where there is none)."""
+    all_results = [Result(r.response) if r.response is not None else None for r in reqs]
+    prefix = []
+    for r in all_results:
+        if r is None:
+            break
+        prefix.append(r)
+    exc.results = prefix
+    exc.all_results = all_results
 
 
 def _clip(line, limit=200):

@@ -15,6 +15,10 @@ class ApnsdError(Exception):
         #: failure, in request order (a prefix of the requests).  Empty for
         #: single requests.
         self.results = list(results or [])
+        #: One entry per request of the call, in order: its final Result, or
+        #: None where there is none (it may or may not have been delivered).
+        #: Empty when the call had a single request that got no verdict.
+        self.all_results = []
 
 
 class DaemonUnreachable(ApnsdError):
@@ -35,12 +39,16 @@ class DaemonUnreachable(ApnsdError):
 
 
 class ConnectionLost(DaemonUnreachable):
-    """The connection broke after a request had (possibly) been written.
+    """The connection broke after a request had (possibly) been written,
+    and the client could not resend it: ``resend_unanswered=False``, an op
+    that is never resent (``channel_create``), or its attempts or its
+    timeout were used up.
 
     The daemon may or may not have received -- and delivered -- the
-    notification, so the client does not resend it.  ``results`` holds the
-    responses read before the break (for ``send_many``); ``written`` is how
-    many requests had been handed, at least partly, to the socket.
+    notification.  ``results`` holds the final results of the first
+    requests (a prefix; for ``send_many``) and ``all_results`` one entry per
+    request (None: no verdict); ``written`` is how many requests had been
+    handed, at least partly, to the socket.
     """
 
     def __init__(self, message, socket_path=None, results=None, written=0):
@@ -57,7 +65,11 @@ class ProtocolError(ApnsdError):
 class Timeout(ApnsdError, TimeoutError):
     """No answer (or no progress) from the daemon within the client timeout.
 
-    For a send, the notification may still be delivered later: apnsd
-    answers every accepted request eventually, but the client has given up
-    on this connection.
+    Each request carried ``deadline`` = the time it was written plus the
+    timeout, and the client gives up no earlier than that: apnsd will not
+    *start* sending a timed-out request (it answers ``expired`` to a request
+    it reads after its deadline).  One apnsd had already handed to APNs may
+    still arrive (apnsd then answers ``timeout``).  An apnsd older than
+    protocol 1.1 ignores deadlines: there a timed-out notification may
+    still be sent later.
     """

@@ -67,7 +67,8 @@ def _ping(path, timeout=1.0):
 class DemoDaemon(object):
     """Start ``apnsd -demo -socket PATH``; wait until it answers ping."""
 
-    def __init__(self, binary=None, socket_path=None, start_timeout=20.0, extra_args=()):
+    def __init__(self, binary=None, socket_path=None, start_timeout=20.0, extra_args=(),
+                 listener=None):
         self.binary = binary or default_binary()
         self._tmpdir = None
         if socket_path is None:
@@ -77,6 +78,11 @@ class DemoDaemon(object):
         self.socket_path = socket_path
         self.start_timeout = start_timeout
         self.extra_args = list(extra_args)
+        #: A listening socket to hand to apnsd by socket activation
+        #: (LISTEN_FDS=1, as systemd's apnsd.socket does), or None.  The
+        #: caller keeps it open across restarts, so that connections made
+        #: while no apnsd runs wait in its backlog instead of failing.
+        self.listener = listener
         self.process = None
         self.log_path = None
         self._log = None
@@ -88,17 +94,30 @@ class DemoDaemon(object):
                 "`cd <repo> && go build -o bin/apnsd ./cmd/apnsd` or set APNSD_BIN" % self.binary)
         logdir = self._tmpdir or os.path.dirname(self.socket_path)
         self.log_path = os.path.join(logdir, "apnsd-demo.log")
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [self.binary, "-demo", "-socket", self.socket_path] + self.extra_args,
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent)
+        self._log = open(self.log_path, "ab")
+        argv = [self.binary, "-demo", "-socket", self.socket_path] + self.extra_args
+        if self.listener is None:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent)
+        else:
+            # sh puts the socket on fd 3 and sets LISTEN_PID to its own pid,
+            # which exec keeps; no preexec_fn (the caller may run threads).
+            fd = self.listener.fileno()
+            setpriv = shutil.which("setpriv")
+            script = ('LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=apnsd.socket '
+                      'exec %s"$0" "$@" 3<&%d'
+                      % ("%s --pdeathsig TERM -- " % setpriv if setpriv else "", fd))
+            self.process = subprocess.Popen(
+                ["/bin/sh", "-c", script] + argv, pass_fds=(fd,),
+                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise DaemonStartError("apnsd exited with status %s during startup:\n%s"
                                        % (self.process.returncode, self.log_tail()))
-            if os.path.exists(self.socket_path) and _ping(self.socket_path):
+            if os.path.exists(self.socket_path) and _ping(self.socket_path,
+                                                          timeout=1.0 if self.listener is None else 2.0):
                 return self
             time.sleep(0.1)
         self.stop()

@@ -23,9 +23,32 @@ Test hooks, selected by the token of a send:
   ff10...  answer like a too-long line (error line_too_long, no id)
   ffe0...  echo the request payload back in the answer (makes answers big)
 
+Retry hooks (counted per exact cleaned token, over the fake's life):
+  ee5d<k>...  answer shutting_down (retryable) the first k times, then as usual
+  ee9f<k>...  answer queue_full (retryable) the first k times
+  ee0a<k>...  answer unavailable (retryable) the first k times
+  ee70...     answer timeout (retryable:true, but not a code the client retries)
+They work for single sends and for each token of a multicast.
+
+Protocol 1.1:
+  deadline        recorded; a request read after it is answered expired
+  tokens          multicast: one answer with per-token results (the token
+                  logic above), sent/failed counts; wait false -> queued N
+  channel_id      broadcast send: 200 when the channel exists, else 400
+                  BadChannelId
+  channel_create / channel_get / channel_list / channel_delete, per (app, env)
+
 Server-wide knobs (attributes): close_after (close each connection after
 that many answers), drop_first_ping, crlf (answer with \\r\\n), blank_lines
-(send an empty line before each answer).
+(send an empty line before each answer), hangup_after_reading (for the
+first connection only: read that many lines, answer none of them, close --
+a daemon going away mid-pipeline; with vanish_on_hangup, the fake also
+stops listening and removes its socket then), line_limit (bytes, default
+64 KiB, as apnsd), close_on_shutting_down (close a
+connection right after answering shutting_down, as apnsd does when it
+stops), no_deadline_field (answer any request with "deadline" like an
+apnsd older than 1.1: bad_request unknown field "deadline"), and
+answer_delay (seconds to sleep before each send answer).
 """
 
 import json
@@ -60,6 +83,15 @@ class FakeDaemon(object):
         self.blank_lines = False
         self.slow_seconds = 1.0
         self.require_content = False   # like apnsd: a send needs payload or a shorthand
+        self.hangup_after_reading = None
+        self.vanish_on_hangup = False
+        self.line_limit = 64 * 1024
+        self.close_on_shutting_down = False
+        self.no_deadline_field = False
+        self.answer_delay = 0.0
+        self.read_times = []        # time.time() at which each request line was read
+        self.hook_counts = {}       # cleaned token -> times a retry hook saw it
+        self.channels = {}          # (app, env) -> {channel_id: storage}
         self._pings = 0
         self._lock = threading.Lock()
         self._listener = None
@@ -142,6 +174,10 @@ class FakeDaemon(object):
     def _serve(self, conn):
         f = conn.makefile("rb")
         answered = 0
+        with self._lock:
+            first = self.connections == 1
+        hangup = self.hangup_after_reading if first else None
+        read = 0
         try:
             if self.refuse_connections:
                 conn.sendall(self._line({"ok": False, "error": self.refuse_connections,
@@ -153,7 +189,25 @@ class FakeDaemon(object):
                     return
                 with self._lock:
                     self.raw_lines.append(line)
+                    self.read_times.append(time.time())
                 if not line.strip():
+                    continue
+                read += 1
+                if hangup is not None:
+                    # read, never answer; hang up after the hangup-th line
+                    with self._lock:
+                        self.requests.append(json.loads(line.decode("utf-8")))
+                    if read >= hangup:
+                        if self.vanish_on_hangup:
+                            # like apnsd stopping without a held socket
+                            self._stopping = True
+                            try:
+                                self._listener.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
+                            self._listener.close()
+                            os.unlink(self.path)
+                        return
                     continue
                 out = self._answer(line)
                 if out is None:       # hook: hang up without answering
@@ -164,6 +218,8 @@ class FakeDaemon(object):
                     out = out[:-1] + b"\r\n"
                 conn.sendall(out)
                 answered += 1
+                if self.close_on_shutting_down and b'"shutting_down"' in out:
+                    return
                 if self.close_after is not None and answered >= self.close_after:
                     return
         except OSError:
@@ -184,7 +240,7 @@ class FakeDaemon(object):
         return json.dumps(obj).encode("utf-8") + b"\n"
 
     def _answer(self, line):
-        if len(line) > 64 * 1024:
+        if len(line) > self.line_limit:
             with self._lock:
                 self.requests.append(None)
             return self._line({"ok": False, "error": "line_too_long",
@@ -204,6 +260,16 @@ class FakeDaemon(object):
         rid = req.get("id")
         base = {"id": rid} if "id" in req else {}
         op = req.get("op", "send")
+        if "deadline" in req:
+            if self.no_deadline_field:
+                return self._line(dict(base, ok=False, error="bad_request",
+                                       message='unknown field "deadline"', retryable=False))
+            if not isinstance(req["deadline"], int) or req["deadline"] < time.time() * 1000:
+                return self._line(dict(base, ok=False, error="expired",
+                                       message="read after its deadline; not sent",
+                                       retryable=False))
+        if op.startswith("channel_"):
+            return self._line(self._channel_op(base, op, req))
         if op == "ping":
             with self._lock:
                 self._pings += 1
@@ -218,8 +284,21 @@ class FakeDaemon(object):
         if op != "send":
             return self._line(dict(base, ok=False, error="unknown_op", message=op,
                                    retryable=False))
+        if self.answer_delay:
+            time.sleep(self.answer_delay)
+        if "tokens" in req:
+            return self._line(self._multicast(base, req))
+        if "channel_id" in req:
+            key = (req.get("app"), req.get("env"))
+            if req["channel_id"] in self.channels.get(key, {}):
+                return self._line(dict(base, ok=True, status=200, apns_id=str(uuid.uuid4())))
+            return self._line(dict(base, ok=False, status=400, reason="BadChannelId",
+                                   apns_id=str(uuid.uuid4())))
         raw_token = req.get("token")
         token = clean_token(raw_token)
+        hooked = self._retry_hook(token)
+        if hooked is not None:
+            return self._line(dict(base, **hooked))
         hook = token[:4] if token else ""
         if hook == "ffd0":
             return None
@@ -283,3 +362,78 @@ class FakeDaemon(object):
         else:
             resp.update(ok=True, status=200, apns_id=apns_id)
         return self._line(resp)
+
+    # ------------------------------------------------------------ 1.1 ops
+
+    def _retry_hook(self, token):
+        """The retry hooks: an error dict while the hook lasts, else None."""
+        if not token or token[:4] not in ("ee5d", "ee9f", "ee0a", "ee70"):
+            return None
+        if token[:4] == "ee70":
+            return {"ok": False, "error": "timeout", "message": "no answer from APNs",
+                    "retryable": True}
+        times = int(token[4], 16)
+        with self._lock:
+            seen = self.hook_counts.get(token, 0)
+            self.hook_counts[token] = seen + 1
+        if seen >= times:
+            return None
+        code = {"ee5d": "shutting_down", "ee9f": "queue_full", "ee0a": "unavailable"}[token[:4]]
+        return {"ok": False, "error": code, "message": "fake " + code, "retryable": True}
+
+    def _token_entry(self, raw_token):
+        token = clean_token(raw_token)
+        if token is None:
+            return {"token": raw_token, "ok": False, "error": "invalid_token",
+                    "message": "bad token", "retryable": False}
+        hooked = self._retry_hook(token)
+        if hooked is not None:
+            return dict(hooked, token=token)
+        apns_id = str(uuid.uuid4())
+        if token.startswith("0410"):
+            return {"token": token, "ok": False, "status": 410, "reason": "Unregistered",
+                    "apns_id": apns_id, "timestamp": 1700000000000}
+        if token.startswith("0400"):
+            return {"token": token, "ok": False, "status": 400, "reason": "BadDeviceToken",
+                    "apns_id": apns_id}
+        return {"token": token, "ok": True, "status": 200, "apns_id": apns_id}
+
+    def _multicast(self, base, req):
+        tokens = req.get("tokens")
+        if not isinstance(tokens, list) or not 1 <= len(tokens) <= 1000:
+            return dict(base, ok=False, error="bad_request",
+                        message="tokens must be a list of 1 to 1000 tokens", retryable=False)
+        if req.get("app") not in (None, "demo"):
+            return dict(base, ok=False, error="unknown_app", message="no app %r" % req.get("app"),
+                        retryable=False)
+        if req.get("wait") is False:
+            return dict(base, ok=True, queued=len(tokens))
+        results = [self._token_entry(t) for t in tokens]
+        sent = sum(1 for r in results if r["ok"])
+        return dict(base, ok=sent == len(results), sent=sent, failed=len(results) - sent,
+                    results=results)
+
+    def _channel_op(self, base, op, req):
+        key = (req.get("app"), req.get("env"))
+        with self._lock:
+            chans = self.channels.setdefault(key, {})
+            if op == "channel_create":
+                storage = req.get("storage")
+                if storage not in ("none", "latest"):
+                    return dict(base, ok=False, error="bad_request",
+                                message="storage must be none or latest", retryable=False)
+                cid = "ch-%d" % (len(chans) + 1)
+                chans[cid] = storage
+                return dict(base, ok=True, channel_id=cid)
+            if op == "channel_list":
+                return dict(base, ok=True, channels=sorted(chans))
+            cid = req.get("channel_id")
+            if cid not in chans:
+                return dict(base, ok=False, status=404, reason="ChannelNotFound")
+            if op == "channel_get":
+                return dict(base, ok=True, channel_id=cid, storage=chans[cid],
+                            push_type="liveactivity")
+            if op == "channel_delete":
+                del chans[cid]
+                return dict(base, ok=True)
+        return dict(base, ok=False, error="unknown_op", message=op, retryable=False)

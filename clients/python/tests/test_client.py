@@ -380,14 +380,27 @@ class TestReconnect(FakeDaemonCase):
         self.assertTrue(self.client.send(OK_TOKEN).ok)
         self.assertEqual(self.daemon.count("send"), 1)
 
-    def test_send_not_resent_after_written(self):
+    def test_send_not_resent_when_resend_is_off(self):
+        client = Client(self.path, timeout=self.timeout, resend_unanswered=False)
+        self.addCleanup(client.close)
         with self.assertRaises(ConnectionLost) as cm:
-            self.client.send("ffd0" + "00" * 30)
+            client.send("ffd0" + "00" * 30)
         self.assertIsInstance(cm.exception, DaemonUnreachable)
         self.assertIn("not resent", str(cm.exception))
         self.assertEqual(cm.exception.written, 1)
         self.assertEqual(self.daemon.count("send", "ffd0"), 1)
-        self.assertTrue(self.client.send(OK_TOKEN).ok)
+        self.assertTrue(client.send(OK_TOKEN).ok)
+
+    def test_send_resent_until_attempts_run_out(self):
+        # The fake reads the notification and hangs up, every time.
+        client = Client(self.path, timeout=self.timeout, max_attempts=3)
+        self.addCleanup(client.close)
+        with self.assertRaises(ConnectionLost) as cm:
+            client.send("ffd0" + "00" * 30)
+        self.assertIn("could not be resent (3 attempt(s)", str(cm.exception))
+        self.assertEqual(self.daemon.count("send", "ffd0"), 3)
+        self.assertEqual(cm.exception.all_results, [None])
+        self.assertTrue(client.send(OK_TOKEN).ok)
 
     def test_ping_retried_after_written(self):
         self.daemon.drop_first_ping = True
@@ -396,10 +409,14 @@ class TestReconnect(FakeDaemonCase):
 
     def test_send_many_broken_midway(self):
         items = [OK_TOKEN] * 3 + ["ffd0" + "00" * 30] + [OK_TOKEN] * 3
+        client = Client(self.path, timeout=self.timeout, resend_unanswered=False)
+        self.addCleanup(client.close)
         with self.assertRaises(ConnectionLost) as cm:
-            self.client.send_many(items)
+            client.send_many(items)
         self.assertEqual(len(cm.exception.results), 3)
         self.assertEqual(cm.exception.written, 7)
+        self.assertEqual(len(cm.exception.all_results), 7)
+        self.assertEqual(cm.exception.all_results[3:], [None] * 4)
         self.assertEqual(self.daemon.count("send", "ffd0"), 1)
 
     def test_daemon_gone_for_good(self):

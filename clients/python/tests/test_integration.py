@@ -317,6 +317,97 @@ class TestRestart(unittest.TestCase):
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+class TestRestartsUnderLoad(unittest.TestCase):
+    """Zero failed sends across restarts, with the listening socket held as
+    systemd's apnsd.socket holds it: this test binds and listens, and hands
+    the socket to each apnsd it starts (LISTEN_FDS=1).  Connections made
+    while no apnsd runs wait in the backlog; the client retries
+    shutting_down at once on a fresh connection and resends what a stopping
+    apnsd left unanswered.  (APNSD_TEST_MAX_ATTEMPTS=1 turns the client's
+    retries off: the test then fails most runs with shutting_down.)"""
+
+    THREADS = 4
+    RESTARTS = 3
+    PER_PHASE = 40      # successful sends to see before and after each restart
+
+    def test_persistent_client_four_threads_three_restarts(self):
+        import shutil
+        import tempfile
+        import threading
+        import time
+
+        tmp = tempfile.mkdtemp(prefix="apnsd-rs-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "apnsd.sock")
+        held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(held.close)
+        held.bind(path)
+        held.listen(128)
+        daemon = DemoDaemon(socket_path=path, listener=held).start()
+        self.addCleanup(lambda: daemon.stop())
+        client = apnsd.Client(path, timeout=30,
+                              max_attempts=int(os.environ.get("APNSD_TEST_MAX_ATTEMPTS", "5")))
+        self.addCleanup(client.close)
+
+        stop = threading.Event()
+        lock = threading.Lock()
+        ok = [0]
+        failures = []
+
+        def worker(k):
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    if k % 2:
+                        results = client.send_many(
+                            [{"token": tok("a1", k * 10 ** 6 + i * 100 + j), "alert": "r"}
+                             for j in range(32)])
+                    else:
+                        results = [client.send(tok("a1", k * 10 ** 6 + i), alert="r")]
+                except apnsd.ApnsdError as exc:
+                    with lock:
+                        failures.append(repr(exc))
+                    continue
+                with lock:
+                    for r in results:
+                        if r.ok:
+                            ok[0] += 1
+                        else:
+                            failures.append(r.raw)
+
+        def wait_for(n):
+            deadline = time.monotonic() + 60
+            with lock:
+                target = ok[0] + n
+            while time.monotonic() < deadline:
+                with lock:
+                    if ok[0] >= target or failures:
+                        return
+                time.sleep(0.02)
+            self.fail("no progress: %d sends ok; apnsd log:\n%s" % (ok[0], daemon.log_tail()))
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(self.THREADS)]
+        for th in threads:
+            th.start()
+        try:
+            for _ in range(self.RESTARTS):
+                wait_for(self.PER_PHASE)
+                self.assertEqual(daemon.stop(), 0, "apnsd did not stop cleanly on SIGTERM")
+                daemon = DemoDaemon(socket_path=path, listener=held).start()
+            wait_for(self.PER_PHASE)
+        finally:
+            stop.set()
+            for th in threads:
+                th.join(60)
+        self.assertEqual(failures[:5], [])
+        self.assertGreaterEqual(ok[0], (self.RESTARTS + 1) * self.PER_PHASE)
+        # The one connection died at each restart: the client reconnected.
+        self.assertGreaterEqual(client.stats["connects"], self.RESTARTS + 1)
+        sys.stderr.write("\n  restarts under load: %d sends ok, 0 failed, client stats %r\n"
+                         % (ok[0], client.stats))
+
+
 class TestOps(DemoCase):
     def test_ping(self):
         p = self.client.ping()

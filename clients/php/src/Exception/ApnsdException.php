@@ -11,9 +11,10 @@ use Apnsd\Result;
  * from apnsd. A notification that apnsd or Apple refused is NOT an exception:
  * it comes back as a Result with isOk() === false.
  *
- * When sendMany() fails half-way, getPartialResults() holds the Results that
- * had already been received, under the same keys as the input array. The
- * notifications without a Result may or may not have been sent.
+ * When sendMany() fails half-way, getPartialResults() holds the final Results
+ * that had already been received, under the same keys as the input array
+ * (with retries, not necessarily a prefix). The notifications without a
+ * Result may or may not have been sent.
  */
 class ApnsdException extends \RuntimeException
 {

@@ -6,12 +6,14 @@ namespace Apnsd\Exception;
 
 /**
  * The connection to apnsd broke after a request had been (at least partly)
- * written, for instance because apnsd was restarted. The client never sends a
- * notification twice, so it does not retry: a notification without a Result
- * may or may not have been delivered.
+ * written, and the client could not resend it: resend_unanswered is off, the
+ * op is never resent (channelCreate), or its attempts or its timeout were
+ * used up. A notification without a Result may or may not have been
+ * delivered.
  *
  * (A connection found broken *before* anything is written to it is silently
- * replaced once; that never raises this exception.)
+ * replaced; by default, requests a broken connection left unanswered are
+ * resent, at least once, before this is thrown.)
  */
 class ConnectionLostException extends ApnsdException
 {

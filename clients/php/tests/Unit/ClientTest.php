@@ -121,7 +121,7 @@ final class ClientTest extends TestCase
         $this->assertSame(2, substr_count($raw, "\n"));
         $rows = $fake->received();
         $ping = json_decode($rows[1][1], true);
-        $this->assertSame(['id', 'op'], array_keys($ping));
+        $this->assertSame(['id', 'op', 'deadline'], array_keys($ping));
         $this->assertSame('ping', $ping['op']);
         $this->assertSame("line1\nline2\r\n\u{2028}end", json_decode($rows[0][1], true)['alert']);
         $this->assertSame(1, $rows[1][0], 'the second call reuses the connection');
@@ -337,7 +337,7 @@ final class ClientTest extends TestCase
             $this->fail('expected a TimeoutException');
         } catch (TimeoutException $e) {
             $this->assertStringContainsString('0 of 1', $e->getMessage());
-            $this->assertStringContainsString('may still be delivered', $e->getMessage());
+            $this->assertStringContainsString('will not start sending', $e->getMessage());
         }
         $elapsed = microtime(true) - $start;
         $this->assertGreaterThanOrEqual(0.29, $elapsed);
@@ -491,7 +491,7 @@ final class ClientTest extends TestCase
         // The fake reads the notification, then closes without answering:
         // apnsd may have delivered it, so the client must not send it again.
         $fake = $this->fake(['connections' => [['answer_n' => 0, 'after' => 'close_on_next']]]);
-        $client = new Client($fake->socketPath, 5.0);
+        $client = new Client($fake->socketPath, 5.0, ['resend_unanswered' => false]);
         try {
             $client->send(self::TOKEN);
             $this->fail('expected a ConnectionLostException');
@@ -506,7 +506,7 @@ final class ClientTest extends TestCase
     public function testBrokenConnectionMidSendManyKeepsPartialResults(): void
     {
         $fake = $this->fake(['connections' => [['answer_n' => 5, 'after' => 'close_on_next']]]);
-        $client = new Client($fake->socketPath, 5.0);
+        $client = new Client($fake->socketPath, 5.0, ['resend_unanswered' => false]);
         $notifications = [];
         for ($i = 0; $i < 10; $i++) {
             $notifications["n$i"] = ['token' => self::TOKEN];

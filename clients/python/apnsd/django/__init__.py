@@ -6,7 +6,9 @@ optionally, these settings:
 
 ``APNSD_SOCKET``   the daemon's socket (default ``"/run/apnsd/apnsd.sock"``)
 ``APNSD_APP``      default app name for sends (default None: apnsd's only app)
-``APNSD_TIMEOUT``  client timeout in seconds (default 10.0)
+``APNSD_TIMEOUT``  client timeout in seconds, retries included (default 10.0)
+``APNSD_MAX_ATTEMPTS``  how often a request may be written (default 5; 1 turns
+                   retries and resends off: see apnsd.Client)
 
 Then::
 
@@ -14,6 +16,10 @@ Then::
     result = send_push(device.token, alert="Your order shipped", badge=1)
     if result.unregistered:
         device.delete()
+
+    from apnsd.django import send_push_multicast
+    result = send_push_multicast(Device.objects.filter(user=user), alert="Sale!")
+    Device.objects.filter(token__in=result.unregistered_tokens).delete()
 
 The module-level client is created on first use, shared by all threads of
 the process (see :class:`apnsd.Client` on thread safety), and recreated when
@@ -24,12 +30,13 @@ import threading
 
 from apnsd.client import DEFAULT_SOCKET, Client
 
-__all__ = ["get_client", "send_push", "send_many", "reset_client",
-           "DEFAULT_SOCKET", "DEFAULT_TIMEOUT"]
+__all__ = ["get_client", "send_push", "send_many", "send_push_multicast", "reset_client",
+           "DEFAULT_SOCKET", "DEFAULT_TIMEOUT", "DEFAULT_MAX_ATTEMPTS"]
 
 
 DEFAULT_TIMEOUT = 10.0
-SETTING_NAMES = ("APNSD_SOCKET", "APNSD_APP", "APNSD_TIMEOUT")
+DEFAULT_MAX_ATTEMPTS = 5
+SETTING_NAMES = ("APNSD_SOCKET", "APNSD_APP", "APNSD_TIMEOUT", "APNSD_MAX_ATTEMPTS")
 
 _client = None
 _client_lock = threading.Lock()
@@ -53,6 +60,10 @@ def get_timeout():
     return None if timeout is None else float(timeout)
 
 
+def get_max_attempts():
+    return int(getattr(_settings(), "APNSD_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
+
+
 def get_client():
     """The shared :class:`apnsd.Client`, created on first use."""
     global _client
@@ -60,7 +71,8 @@ def get_client():
     if client is None:
         with _client_lock:
             if _client is None:
-                _client = Client(get_socket(), timeout=get_timeout())
+                _client = Client(get_socket(), timeout=get_timeout(),
+                                 max_attempts=get_max_attempts())
             client = _client
     return client
 
@@ -98,3 +110,32 @@ def send_many(notifications):
                 item = (item, {"app": app})
         items.append(item)
     return get_client().send_many(items)
+
+
+def send_push_multicast(devices, token_field="token", **kwargs):
+    """One notification to many devices: :meth:`apnsd.Client.send_multicast`
+    with ``app`` defaulting to ``settings.APNSD_APP``.  Returns an
+    :class:`apnsd.MulticastResult`.
+
+    ``devices``: tokens (str or bytes), or model instances whose
+    ``token_field`` attribute holds the token, in any iterable: a list, a
+    queryset (``Device.objects.filter(...)``), or
+    ``values_list("token", flat=True)``.  The queryset is evaluated once.
+    ``result.unregistered_tokens`` holds the tokens to delete, as stored::
+
+        result = send_push_multicast(Device.objects.filter(user=user), alert="Hi")
+        Device.objects.filter(token__in=result.unregistered_tokens).delete()
+    """
+    tokens = []
+    for item in devices:
+        if isinstance(item, (str, bytes, bytearray, memoryview)):
+            tokens.append(item)
+        else:
+            try:
+                tokens.append(getattr(item, token_field))
+            except AttributeError:
+                raise TypeError("%r has no attribute %r (pass token_field=...)"
+                                % (item, token_field))
+    if kwargs.get("app") is None:
+        kwargs["app"] = get_app()
+    return get_client().send_multicast(tokens, **kwargs)

@@ -19,6 +19,9 @@ from django.test import SimpleTestCase, override_settings
 
 import apnsd
 import apnsd.django as apnsd_django
+
+# tests/fake_daemon.py lives in clients/python/tests/
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from apnsd.testing import DemoDaemon
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -132,6 +135,54 @@ class SendPushTests(SimpleTestCase):
             results = apnsd_django.send_many([(OK, {"badge": 1}), (GONE, {"alert": "x"}),
                                               {"token": OK, "sound": "default"}])
         self.assertEqual([r.status for r in results], [200, 410, 200])
+
+
+class Device(object):
+    """Stands in for a model instance with a token field."""
+
+    def __init__(self, push_token):
+        self.push_token = push_token
+
+
+class SendPushMulticastTests(SimpleTestCase):
+    """send_push_multicast against the fake daemon (tests/fake_daemon.py):
+    the real daemon in this branch's base does not take "tokens" yet."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        import shutil
+        import tempfile
+        from tests.fake_daemon import FakeDaemon
+        cls.tmp = tempfile.mkdtemp(prefix="apnsd-dj-fake-")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
+        cls.fake = FakeDaemon(os.path.join(cls.tmp, "apnsd.sock")).start()
+        cls.addClassCleanup(cls.fake.stop)
+
+    def setUp(self):
+        self.override = override_settings(APNSD_SOCKET=self.fake.path, APNSD_APP="demo")
+        self.override.enable()
+        self.addCleanup(self.override.disable)
+
+    def test_tokens_and_instances(self):
+        r = apnsd_django.send_push_multicast([OK, GONE], alert="Sale")
+        self.assertIsInstance(r, apnsd.MulticastResult)
+        self.assertEqual((r.sent, r.failed), (1, 1))
+        self.assertEqual(r.unregistered_tokens, [GONE])
+        self.assertEqual(self.fake.requests[-1]["app"], "demo")
+        self.assertEqual(self.fake.requests[-1]["tokens"], [OK, GONE])
+        devices = [Device(OK), Device(GONE), Device(OK)]
+        r = apnsd_django.send_push_multicast(devices, token_field="push_token", alert="x",
+                                             app="demo", env="production")
+        self.assertEqual([x.ok for x in r], [True, False, True])
+        self.assertEqual(self.fake.requests[-1]["env"], "production")
+        with self.assertRaises(TypeError):
+            apnsd_django.send_push_multicast(devices, alert="x")   # no .token
+
+    def test_max_attempts_setting(self):
+        with override_settings(APNSD_MAX_ATTEMPTS=1):
+            self.assertEqual(apnsd_django.get_client().max_attempts, 1)
+        self.assertEqual(apnsd_django.get_client().max_attempts, 5)
 
 
 class ApnsdSendCommandTests(SimpleTestCase):
