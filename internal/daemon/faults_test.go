@@ -36,7 +36,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -1163,9 +1162,10 @@ default_env = "sandbox"
 // buildApnsd builds cmd/apnsd into a temporary directory.
 func buildApnsd(t *testing.T) string {
 	t.Helper()
+	// go test puts its own go first on PATH.
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command is needed to build apnsd: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "apnsd")
 	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/apnsd/apnsd/cmd/apnsd")
