@@ -1,7 +1,3 @@
-// Package ctl implements apnsctl, the command-line tool with which operators
-// and scripts talk to a running apnsd: send notifications (one, or many as
-// JSON lines), check health and status, trigger a reload, and validate a
-// config file offline.
 package ctl
 
 import (
@@ -43,7 +39,7 @@ Commands:
   send     send one notification (flags), or JSON request lines from stdin
   ping     check that apnsd answers
   status   show connections, credentials and counters (-json for JSON)
-  reload   re-read credentials now
+  reload   re-read the config file and every credential now
   check    validate a config file and its credentials without a daemon (runs apnsd -check)
   unregistered
            list device tokens APNs answered 410 for (from unregistered_file)

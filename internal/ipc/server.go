@@ -27,7 +27,7 @@ type Backend interface {
 	Submit(peer *Peer, s *Send) (<-chan *Response, *Error)
 	// Status reports the daemon's state.
 	Status() *StatusReport
-	// Reload re-reads credentials and config. A non-nil error means the
+	// Reload re-reads the config and every credential. A non-nil error means the
 	// reload failed and the previous state is still in use.
 	Reload(ctx context.Context) (*ReloadReport, error)
 }
