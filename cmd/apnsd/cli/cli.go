@@ -77,12 +77,6 @@ type flags struct {
 	check, demo, version                    bool
 }
 
-// exitError carries the exit code a step failed with; its message (if any)
-// is already on stderr or in the log.
-type exitError struct{ code int }
-
-func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
-
 // run is apnsd from flags to exit: each step below either hands the next
 // its result or returns the exit code.
 func run(args []string, stdout, stderr io.Writer, env runEnv) int {
@@ -114,8 +108,8 @@ func run(args []string, stdout, stderr io.Writer, env runEnv) int {
 		return ExitConfig
 	}
 	p := &process{log: log, sd: &notifier{log: log}, env: env}
-	if err := p.start(cfg, stderr); err != nil {
-		return err.(exitError).code
+	if code, ok := p.start(cfg, stderr); !ok {
+		return code
 	}
 	defer p.stopSignals()
 	code = p.serve()
@@ -206,12 +200,13 @@ type process struct {
 
 // start takes the socket systemd passed (if any), builds the daemon, starts
 // catching signals, starts the daemon and tells systemd it is ready. On
-// failure the returned error is an exitError.
-func (p *process) start(cfg *config.Config, stderr io.Writer) error {
-	fail := func(code int, err error) error {
+// failure, said in the log and to systemd, ok is false and code is the exit
+// code.
+func (p *process) start(cfg *config.Config, stderr io.Writer) (code int, ok bool) {
+	fail := func(code int, err error) (int, bool) {
 		p.log.Error("cannot start", "err", err)
 		p.sd.status("cannot start: " + err.Error())
-		return exitError{code}
+		return code, false
 	}
 	inherited, err := inheritedListener(p.env.listenFiles(), cfg.Socket.Path, p.log)
 	if err != nil {
@@ -241,7 +236,7 @@ func (p *process) start(cfg *config.Config, stderr io.Writer) error {
 	}
 	// Credentials were loaded by New and the socket listens: tell systemd.
 	p.sd.ready(statusLine(p.d.Status()))
-	return nil
+	return ExitOK, true
 }
 
 // serve runs the signal loop until a stop signal or the socket server's
