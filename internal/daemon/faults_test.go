@@ -193,7 +193,7 @@ func readAnswer(c *conn) (map[string]any, error) {
 	}
 	var m map[string]any
 	if err := json.Unmarshal(line, &m); err != nil {
-		return nil, fmt.Errorf("answer %q is not JSON: %v", line, err)
+		return nil, fmt.Errorf("answer %q is not JSON: %w", line, err)
 	}
 	return m, nil
 }
@@ -1063,7 +1063,7 @@ default_env = "sandbox"
 				}
 				var m map[string]any
 				if err := json.Unmarshal(line, &m); err != nil {
-					cr.readErr = fmt.Errorf("answer %q: %v", line, err)
+					cr.readErr = fmt.Errorf("answer %q: %w", line, err)
 					return
 				}
 				cr.answers = append(cr.answers, m)

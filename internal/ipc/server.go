@@ -285,7 +285,7 @@ func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) 
 				line = append(line, frag...)
 			}
 		}
-		if e == bufio.ErrBufferFull {
+		if errors.Is(e, bufio.ErrBufferFull) {
 			continue
 		}
 		err = e
