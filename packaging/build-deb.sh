@@ -4,13 +4,13 @@
 # run from the Go module proxy (it does not become a dependency in go.mod).
 #
 # Usage: packaging/build-deb.sh
-# Environment: VERSION (default: daemon.Version in the source), GOARCH
+# Environment: VERSION (default: defaults.Version in the source), GOARCH
 # (default: go env GOARCH), DEB_MAINTAINER, NFPM (the nfpm command).
 # Prints the path of the .deb on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VERSION=${VERSION:-$(sed -n 's/^var Version = "\(.*\)"$/\1/p' internal/daemon/daemon.go)}
+VERSION=${VERSION:-$(sed -n 's/^var Version = "\(.*\)"$/\1/p' internal/defaults/defaults.go)}
 if [[ ! $VERSION =~ ^[0-9][A-Za-z0-9.+~-]*$ ]]; then
 	echo "build-deb: version '$VERSION' is not a Debian version (set VERSION)" >&2
 	exit 1
@@ -25,7 +25,7 @@ rm -rf "$build"
 mkdir -p "$build/man"
 
 echo "build-deb: building apnsd $VERSION for linux/$GOARCH" >&2
-ldflags="-s -w -X github.com/apnsd/apnsd/internal/daemon.Version=$VERSION -X github.com/apnsd/apnsd/internal/ctl.Version=$VERSION"
+ldflags="-s -w -X github.com/apnsd/apnsd/internal/defaults.Version=$VERSION"
 CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH go build -trimpath -ldflags "$ldflags" -o "$build/" ./cmd/apnsd ./cmd/apnsctl
 if [ "$GOARCH" = "$(go env GOHOSTARCH)" ]; then
 	got=$("$build/apnsd" -version)

@@ -146,11 +146,13 @@ func (e *Env) setup() error {
 	if derr != nil {
 		return derr
 	}
-	sr, derr := req.SendRequest()
+	send, derr := req.Send()
 	if derr != nil {
 		return derr
 	}
-	e.notif = sr.Notification
+	if e.notif, derr = daemon.NewNotification(send); derr != nil {
+		return derr
+	}
 	e.notif.Topic = Topic // as the backend fills it in
 	return nil
 }

@@ -1,7 +1,3 @@
-// Package ctl implements apnsctl, the command-line tool with which operators
-// and scripts talk to a running apnsd: send notifications (one, or many as
-// JSON lines), check health and status, trigger a reload, and validate a
-// config file offline.
 package ctl
 
 import (
@@ -14,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/apnsd/apnsd/internal/config"
+	"github.com/apnsd/apnsd/internal/defaults"
 	"github.com/apnsd/apnsd/internal/ipc"
 )
 
@@ -41,8 +39,8 @@ Commands:
   send     send one notification (flags), or JSON request lines from stdin
   ping     check that apnsd answers
   status   show connections, credentials and counters (-json for JSON)
-  reload   re-read credentials now
-  check    validate a config file and its credentials without a daemon
+  reload   re-read the config file and every credential now
+  check    validate a config file and its credentials without a daemon (runs apnsd -check)
   unregistered
            list device tokens APNs answered 410 for (from unregistered_file)
   version  print apnsctl's version
@@ -52,9 +50,6 @@ failed, config invalid), 3 apnsd unreachable, 64 usage error.
 
 Global flags:
 `
-
-// Version is apnsctl's version.
-var Version = "0.1.0"
 
 type cli struct {
 	stdin          io.Reader
@@ -68,7 +63,7 @@ type cli struct {
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("apnsctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	socket := fs.String("socket", envOr("APNSD_SOCKET", ipc.DefaultSocket), "apnsd's socket (env APNSD_SOCKET)")
+	socket := fs.String("socket", envOr("APNSD_SOCKET", defaults.Socket), "apnsd's socket (env APNSD_SOCKET)")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up waiting for apnsd after this long")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
@@ -100,7 +95,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "unregistered":
 		return c.unregistered(rest)
 	case "version":
-		fmt.Fprintln(stdout, "apnsctl", Version)
+		fmt.Fprintln(stdout, "apnsctl", defaults.Version)
 		return ExitOK
 	case "help":
 		fs.Usage()
@@ -471,23 +466,58 @@ func printStatus(w io.Writer, r *ipc.Response) {
 	fmt.Fprintln(w, "\n(* = the app's default environment)")
 }
 
+// check runs apnsd -check on a config file: apnsd's own loaders are the
+// only judge of its config and credentials, and apnsctl does not link them
+// (it speaks only the socket protocol). apnsd is looked for next to apnsctl,
+// then on PATH, unless -apnsd names it.
 func (c *cli) check(args []string) int {
 	fs := flag.NewFlagSet("apnsctl check", flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
-	path := fs.String("config", "/etc/apnsd/apnsd.toml", "config file to check")
+	path := fs.String("config", defaults.ConfigPath, "config file to check")
+	bin := fs.String("apnsd", "", "the apnsd binary to check with (default: apnsd next to apnsctl, else on PATH)")
 	if fs.Parse(args) != nil || fs.NArg() > 0 {
 		return ExitUsage
 	}
-	cfg, err := config.Load(*path)
-	if err == nil {
-		err = cfg.CheckFiles(time.Now())
-	}
+	apnsd, err := findApnsd(*bin)
 	if err != nil {
-		fmt.Fprintf(c.stderr, "%v\n", err)
+		fmt.Fprintf(c.stderr, "apnsctl: %v\n", err)
 		return ExitRefused
 	}
-	fmt.Fprintf(c.stdout, "%s: OK (%d app(s))\n", *path, len(cfg.Apps))
-	return ExitOK
+	cmd := exec.Command(apnsd, "-check", "-config", *path)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, c.stdout, c.stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee) && ee.ExitCode() == apnsdExitConfig:
+		return ExitRefused // apnsd said why on stderr
+	default:
+		fmt.Fprintf(c.stderr, "apnsctl: %s -check: %v\n", apnsd, err)
+		return ExitRefused
+	}
+}
+
+// apnsdExitConfig is apnsd's exit code for an invalid config (cli.ExitConfig).
+const apnsdExitConfig = 3
+
+// findApnsd returns the apnsd binary to run: bin if set, else apnsd in
+// apnsctl's own directory, else apnsd on PATH.
+func findApnsd(bin string) (string, error) {
+	if bin != "" {
+		return bin, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "apnsd")
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("apnsd")
+	if err != nil {
+		return "", fmt.Errorf("check runs apnsd -check, but apnsd is neither next to apnsctl nor on PATH (give -apnsd PATH): %w", err)
+	}
+	return p, nil
 }
 
 // unregistered lists the records of the unregistered file: tokens APNs
@@ -532,14 +562,7 @@ func (c *cli) unregistered(args []string) int {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for n := 1; sc.Scan(); n++ {
-		var rec struct {
-			Time      time.Time `json:"time"`
-			App       string    `json:"app"`
-			Env       string    `json:"env"`
-			Token     string    `json:"token"`
-			Reason    string    `json:"reason"`
-			Timestamp int64     `json:"timestamp"`
-		}
+		var rec ipc.UnregisteredRecord
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 			fmt.Fprintf(c.stderr, "apnsctl: %s:%d: not a record: %v\n", *path, n, err)
 			continue

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	apnsdcli "github.com/apnsd/apnsd/cmd/apnsd/cli"
 	"github.com/apnsd/apnsd/internal/config"
 	"github.com/apnsd/apnsd/internal/daemon"
+	"github.com/apnsd/apnsd/internal/demo"
 )
 
 // startDemo runs a real daemon on the demo setup (stand-ins answering by
@@ -23,12 +25,12 @@ func startDemo(t *testing.T) (sock, cfgPath string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	demo, err := daemon.NewDemo(filepath.Join(dir, "s.sock"))
+	dm, err := demo.New(filepath.Join(dir, "s.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(demo.Close)
-	cfg, err := config.Load(demo.ConfigPath)
+	t.Cleanup(dm.Close)
+	cfg, err := config.Load(dm.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +46,7 @@ func startDemo(t *testing.T) (sock, cfgPath string) {
 		defer cancel()
 		d.Shutdown(ctx)
 	})
-	return cfg.Socket.Path, demo.ConfigPath
+	return cfg.Socket.Path, dm.ConfigPath
 }
 
 func run(stdin string, args ...string) (code int, stdout, stderr string) {
@@ -146,16 +148,31 @@ func TestStatusOutput(t *testing.T) {
 	}
 }
 
+// TestMain lets the test binary play apnsd for apnsctl check (which runs
+// apnsd -check): with APNSCTL_TEST_AS_APNSD=1 it is apnsd's Main.
+func TestMain(m *testing.M) {
+	if os.Getenv("APNSCTL_TEST_AS_APNSD") == "1" {
+		os.Exit(apnsdcli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
 func TestCheck(t *testing.T) {
 	_, cfgPath := startDemo(t)
-	if code, out, errOut := run("", "check", "-config", cfgPath); code != ExitOK || !strings.Contains(out, "OK") {
+	t.Setenv("APNSCTL_TEST_AS_APNSD", "1")
+	apnsd := os.Args[0]
+	if code, out, errOut := run("", "check", "-apnsd", apnsd, "-config", cfgPath); code != ExitOK || !strings.Contains(out, "OK") {
 		t.Errorf("valid config: code %d out %q err %q", code, out, errOut)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.toml")
 	os.WriteFile(bad, []byte("request_timeout = \"1s\"\nqueue_sise = 3\n"), 0o644)
-	code, _, errOut := run("", "check", "-config", bad)
+	code, _, errOut := run("", "check", "-apnsd", apnsd, "-config", bad)
 	if code != ExitRefused || !strings.Contains(errOut, "queue_sise") || !strings.Contains(errOut, "bad.toml") {
 		t.Errorf("invalid config: code %d stderr %q", code, errOut)
+	}
+	code, _, errOut = run("", "check", "-apnsd", filepath.Join(t.TempDir(), "no-apnsd"), "-config", cfgPath)
+	if code != ExitRefused || !strings.Contains(errOut, "no-apnsd") {
+		t.Errorf("without apnsd: code %d stderr %q", code, errOut)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/apnsd/apnsd/internal/apnstest"
 	"github.com/apnsd/apnsd/internal/config"
+	"github.com/apnsd/apnsd/internal/defaults"
 	"github.com/apnsd/apnsd/internal/ipc"
 	"github.com/apnsd/apnsd/internal/pki"
 )
@@ -471,7 +472,7 @@ func TestStatusAndPing(t *testing.T) {
 	c := h.dial()
 	c.do(`{"token":"aa","alert":"x"}`)
 	p := c.do(`{"op":"ping"}`)
-	if p["ok"] != true || p["pong"] != true || p["version"] != Version {
+	if p["ok"] != true || p["pong"] != true || p["version"] != defaults.Version {
 		t.Errorf("ping: %v", p)
 	}
 	waitFor(t, func() bool { return h.d.Status().Apps[0].Envs[1].Connections == 2 })
@@ -654,7 +655,7 @@ func TestUnregisteredFileAndAllowList(t *testing.T) {
 	if len(lines) != 1 {
 		t.Fatalf("unregistered file: %q", data)
 	}
-	var rec UnregisteredRecord
+	var rec ipc.UnregisteredRecord
 	must(t, json.Unmarshal([]byte(lines[0]), &rec))
 	if rec.Token != "0410aabbccdd" || rec.App != "app" || rec.Env != "sandbox" || rec.Reason != "Unregistered" || rec.Timestamp == 0 || rec.ApnsID != m["apns_id"] {
 		t.Errorf("record %+v", rec)
@@ -690,10 +691,10 @@ func TestAllowListRefusesOthers(t *testing.T) {
 		t.Errorf("own probe refused: %v", m)
 	}
 	// Supplementary groups count: this process's own, read from /proc.
-	if sup := supplementaryGroups(os.Getpid()); len(sup) > 0 && !peerAllowed(&syscall.Ucred{Uid: 5, Gid: 5, Pid: int32(os.Getpid())}, nil, []int{sup[0]}) {
+	if sup := (&ipc.Peer{PID: os.Getpid()}).Groups(); len(sup) > 0 && !peerAllowed(&ipc.Peer{UID: 5, GID: 5, PID: os.Getpid()}, nil, []int{sup[0]}) {
 		t.Error("a supplementary group in allow_gids was not honoured")
 	}
-	if !peerAllowed(&syscall.Ucred{Uid: 5, Gid: 4243}, []int{4242}, []int{4243}) || peerAllowed(&syscall.Ucred{Uid: 5, Gid: 5}, []int{4242}, nil) || !peerAllowed(&syscall.Ucred{Uid: 5}, nil, nil) {
+	if !peerAllowed(&ipc.Peer{UID: 5, GID: 4243}, []int{4242}, []int{4243}) || peerAllowed(&ipc.Peer{UID: 5, GID: 5}, []int{4242}, nil) || !peerAllowed(&ipc.Peer{UID: 5}, nil, nil) {
 		t.Error("peerAllowed rules")
 	}
 }
@@ -724,14 +725,32 @@ func TestUndeliveredWarningIsRateLimited(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	es := &envSender{}
 	for range 100 {
-		es.logUndelivered(log, ipc.Errorf(ipc.CodeUnavailable, true, "no working connection"))
+		es.logUndelivered(log, ipc.Errorf(ipc.CodeUnavailable, "no working connection"))
 	}
 	if n := strings.Count(buf.String(), "notification not delivered"); n != 1 {
 		t.Fatalf("%d warnings for 100 failures in a burst, want 1:\n%s", n, buf.String())
 	}
 	es.undeliveredSince = time.Now().Add(-undeliveredEvery) // the period is over
-	es.logUndelivered(log, ipc.Errorf(ipc.CodeUnavailable, true, "no working connection"))
+	es.logUndelivered(log, ipc.Errorf(ipc.CodeUnavailable, "no working connection"))
 	if !strings.Contains(buf.String(), "count_since_last_warning=100") {
 		t.Errorf("the next warning does not count the suppressed ones:\n%s", buf.String())
 	}
+}
+
+// syncBuffer is a bytes.Buffer for concurrent log writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

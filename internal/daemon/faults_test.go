@@ -36,7 +36,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -194,7 +193,7 @@ func readAnswer(c *conn) (map[string]any, error) {
 	}
 	var m map[string]any
 	if err := json.Unmarshal(line, &m); err != nil {
-		return nil, fmt.Errorf("answer %q is not JSON: %v", line, err)
+		return nil, fmt.Errorf("answer %q is not JSON: %w", line, err)
 	}
 	return m, nil
 }
@@ -1064,7 +1063,7 @@ default_env = "sandbox"
 				}
 				var m map[string]any
 				if err := json.Unmarshal(line, &m); err != nil {
-					cr.readErr = fmt.Errorf("answer %q: %v", line, err)
+					cr.readErr = fmt.Errorf("answer %q: %w", line, err)
 					return
 				}
 				cr.answers = append(cr.answers, m)
@@ -1163,9 +1162,10 @@ default_env = "sandbox"
 // buildApnsd builds cmd/apnsd into a temporary directory.
 func buildApnsd(t *testing.T) string {
 	t.Helper()
+	// go test puts its own go first on PATH.
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command is needed to build apnsd: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "apnsd")
 	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/apnsd/apnsd/cmd/apnsd")

@@ -588,3 +588,65 @@ func TestManualReloadOfTokenKey(t *testing.T) {
 		}
 	}
 }
+
+// The watcher and the manual triggers share one reload step per
+// environment (reloadEnv): what one of them loaded, the other does not load
+// again, and each sees the other's result.
+func TestOneReloadStepForEveryTrigger(t *testing.T) {
+	// A watcher that never acts by itself: the test drives its check.
+	idle := watchOptions{Debounce: time.Hour, Poll: time.Hour, Settle: time.Hour, Retry: time.Hour}
+	h := newHarness(t, harnessOpts{watch: idle})
+	sandbox := func() *envSender { return h.d.current().apps["app"].envs["sandbox"] }
+	write := func() {
+		must(t, h.newSandboxCert().WriteFiles(filepath.Join(h.dir, "sb.crt"), filepath.Join(h.dir, "sb.key")))
+	}
+
+	// A manual reload loads the new certificate...
+	write()
+	rep, err := h.d.Reload(context.Background())
+	must(t, err)
+	if len(rep.Reloaded) != 1 || !strings.HasPrefix(rep.Reloaded[0], "app/sandbox: new certificate") {
+		t.Fatalf("manual reload reported %v, want the new sandbox certificate", rep.Reloaded)
+	}
+	loaded := sandbox().cred.cur.Load()
+	// ...and the watcher knows those bytes are done with.
+	if es := sandbox(); es.watch.contents != contentHash(es.files()) {
+		t.Error("a manual reload did not record the files it loaded for the watcher")
+	}
+	if settling := h.d.checkCredentials(time.Hour); settling || sandbox().cred.cur.Load() != loaded {
+		t.Errorf("the watcher acted again on files a manual reload had loaded (settling %v)", settling)
+	}
+
+	// The watcher loads the next one, and a manual reload then has nothing to do.
+	write()
+	if h.d.checkCredentials(time.Hour) {
+		t.Fatal("a good new certificate is still settling")
+	}
+	next := sandbox().cred.cur.Load()
+	if next == loaded {
+		t.Fatal("the watcher did not load the new certificate")
+	}
+	rep, err = h.d.Reload(context.Background())
+	must(t, err)
+	if len(rep.Reloaded) != 0 || sandbox().cred.cur.Load() != next {
+		t.Errorf("manual reload after the watcher's: reported %v, swapped %v", rep.Reloaded, sandbox().cred.cur.Load() != next)
+	}
+
+	// A manual reload that fails is reported at once; the next good files,
+	// loaded by the watcher, clear the error for both.
+	must(t, os.WriteFile(filepath.Join(h.dir, "sb.crt"), []byte("not a certificate"), 0o600))
+	if _, err := h.d.Reload(context.Background()); err == nil {
+		t.Fatal("manual reload of a broken certificate succeeded")
+	}
+	if e := envStatus(h.dial(), "sandbox"); e.LastReloadError == "" {
+		t.Error("status does not show the failed manual reload")
+	}
+	write()
+	h.d.checkCredentials(time.Hour)
+	if e := envStatus(h.dial(), "sandbox"); e.LastReloadError != "" {
+		t.Errorf("status still shows %q after the watcher loaded good files", e.LastReloadError)
+	}
+	if m := h.dial().do(`{"token":"aa","alert":"x"}`); m["ok"] != true {
+		t.Errorf("send after the reloads: %v", m)
+	}
+}

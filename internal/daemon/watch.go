@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -45,16 +46,10 @@ type watchOptions struct {
 }
 
 func (o *watchOptions) defaults() {
-	setDur(&o.Debounce, 300*time.Millisecond)
-	setDur(&o.Settle, 10*time.Second)
-	setDur(&o.Poll, 30*time.Second)
-	setDur(&o.Retry, time.Second)
-}
-
-func setDur(d *time.Duration, v time.Duration) {
-	if *d <= 0 {
-		*d = v
-	}
+	o.Debounce = cmp.Or(o.Debounce, 300*time.Millisecond)
+	o.Settle = cmp.Or(o.Settle, 10*time.Second)
+	o.Poll = cmp.Or(o.Poll, 30*time.Second)
+	o.Retry = cmp.Or(o.Retry, time.Second)
 }
 
 // contentHash hashes the bytes of files (following symlinks); a missing
@@ -119,7 +114,7 @@ func (d *Daemon) startWatcher(stop <-chan struct{}, o watchOptions) (done <-chan
 	cw := &credWatcher{d: d, o: o, watched: map[string]bool{}}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		d.log.Warn("cannot watch credential files; falling back to polling", "component", "watch", "err", err, "interval", o.Poll)
+		d.root.Warn("cannot watch credential files; falling back to polling", "component", "watch", "err", err, "interval", o.Poll)
 	} else {
 		cw.w = w
 	}
@@ -144,9 +139,9 @@ func (cw *credWatcher) sync() {
 		cw.w.Remove(dir)
 		delete(cw.watched, dir)
 	}
-	for _, dir := range watchDirs(cw.d.be.credentialFiles()) {
+	for _, dir := range watchDirs(cw.d.current().credentialFiles()) {
 		if err := cw.w.Add(dir); err != nil {
-			cw.d.log.Debug("cannot watch directory", "component", "watch", "dir", dir, "err", err)
+			cw.d.root.Debug("cannot watch directory", "component", "watch", "dir", dir, "err", err)
 			continue
 		}
 		cw.watched[dir] = true
@@ -155,7 +150,7 @@ func (cw *credWatcher) sync() {
 
 func (cw *credWatcher) loop(stop <-chan struct{}, settling bool) {
 	d, o := cw.d, cw.o
-	log := d.log.With("component", "watch")
+	log := d.root.With("component", "watch")
 	var events <-chan fsnotify.Event
 	var errs <-chan error
 	if cw.w != nil {
@@ -210,14 +205,15 @@ func (cw *credWatcher) loop(stop <-chan struct{}, settling bool) {
 	}
 }
 
-// checkCredentials reloads every environment whose credential files'
-// contents changed since last time. It reports whether a change is still
-// settling (and so wants a retry soon).
+// checkCredentials runs reloadEnv for every environment whose credential
+// files' contents changed since last time. A change that does not load is
+// given settle to become consistent before it is reported (log, status). It
+// reports whether a change is still settling (and so wants a retry soon).
 func (d *Daemon) checkCredentials(settle time.Duration) (settling bool) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	now := time.Now()
-	for _, es := range d.be.senders() {
+	for _, es := range d.current().senders() {
 		files := es.files()
 		if len(files) == 0 {
 			continue
@@ -227,18 +223,8 @@ func (d *Daemon) checkCredentials(settle time.Duration) (settling bool) {
 		if h == ws.contents && ws.failingSince.IsZero() {
 			continue
 		}
-		changed, err := es.reloadCredential(now)
-		log := d.log.With("app", es.app.cfg.Name, "env", es.cfg.Name)
+		_, err := d.reloadEnv(es, now, "files changed")
 		if err == nil {
-			es.setReloadErr(nil, now)
-			ws.contents, ws.failingSince, ws.reported = h, time.Time{}, false
-			if changed {
-				if cert := es.cred.cur.Load(); cert != nil && es.token == nil {
-					log.Info("credential files changed; new certificate in use", "subject", cert.Subject, "not_after", cert.NotAfter, "files", files)
-				} else {
-					log.Info("credential files changed; new token key in use", "files", files)
-				}
-			}
 			continue
 		}
 		if h != ws.contents {
@@ -252,7 +238,7 @@ func (d *Daemon) checkCredentials(settle time.Duration) (settling bool) {
 		if !ws.reported {
 			ws.reported = true
 			es.setReloadErr(err, now)
-			log.Error("new credential files are not usable; keeping the current credential", "err", err)
+			d.log.Error("new credential files are not usable; keeping the current credential", "app", es.app.cfg.Name, "env", es.cfg.Name, "err", err)
 		}
 	}
 	return settling

@@ -10,15 +10,14 @@ import (
 	"os"
 	"syscall"
 	"time"
-)
 
-// DefaultSocket is where apnsd listens unless configured otherwise.
-const DefaultSocket = "/run/apnsd/apnsd.sock"
+	"github.com/apnsd/apnsd/internal/defaults"
+)
 
 // ErrUnreachable wraps every failure to connect to the daemon's socket.
 var ErrUnreachable = errors.New("apnsd is not reachable")
 
-// Client connects to apnsd. Its zero value uses DefaultSocket.
+// Client connects to apnsd. Its zero value uses defaults.Socket.
 type Client struct {
 	Socket string
 	// Dial, when set, replaces dialing the Unix socket (tests).
@@ -39,7 +38,7 @@ type Conn struct {
 func (c *Client) Connect(ctx context.Context) (*Conn, error) {
 	path := c.Socket
 	if path == "" {
-		path = DefaultSocket
+		path = defaults.Socket
 	}
 	var nc net.Conn
 	var err error

@@ -4,55 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"strings"
 	"testing"
-
-	"github.com/apnsd/apnsd/internal/apns"
 )
-
-// FuzzDecodeRequest: any line either decodes into a send that APNs would
-// accept in form, or is refused with a protocol error code; it never panics.
-func FuzzDecodeRequest(f *testing.F) {
-	for _, s := range []string{
-		`{"token":"aa","alert":"hi"}`,
-		`{"id":"x","op":"ping"}`,
-		`{"token":"<a1b2 c3d4>","payload":{"aps":{"alert":"x"}},"badge":1}`,
-		`{"token":"aa","payload":{"aps":{"content-available":1}}}`,
-		`{"token":"aa","alert":"x","push_type":"voip","priority":5,"expiration":0,"collapse_id":"c","apns_id":"123e4567-e89b-12d3-a456-426614174000"}`,
-		`{`, `null`, `[]`, `{"id":{}}`,
-	} {
-		f.Add([]byte(s))
-	}
-	codes := map[string]bool{CodeBadJSON: true, CodeBadRequest: true, CodeInvalidToken: true, CodePayloadTooLarge: true}
-	f.Fuzz(func(t *testing.T, line []byte) {
-		req, e := DecodeRequest(line)
-		if e != nil {
-			if !codes[e.Code] {
-				t.Fatalf("decode error code %q", e.Code)
-			}
-			return
-		}
-		if req.Op != "" && req.Op != "send" {
-			return
-		}
-		sr, e := req.SendRequest()
-		if e != nil {
-			if !codes[e.Code] {
-				t.Fatalf("send error code %q", e.Code)
-			}
-			return
-		}
-		n := sr.Notification
-		n.Topic = "com.example.app"
-		if err := n.Validate(); err != nil {
-			t.Fatalf("accepted a notification that fails validation: %v", err)
-		}
-		if !json.Valid(n.Payload) || len(n.Payload) > apns.MaxPayloadVoIP {
-			t.Fatalf("bad payload accepted: %q", n.Payload)
-		}
-	})
-}
 
 // FuzzCleanToken: a cleaned token is always non-empty, even-length,
 // lowercase hex, and cleaning is idempotent.

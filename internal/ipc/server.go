@@ -19,13 +19,15 @@ var errTooManyFiles = syscall.EMFILE
 // Backend is what the server needs from the daemon. Its methods are called
 // concurrently.
 type Backend interface {
-	// Submit accepts a send. If it returns a nil *Error, the channel delivers
-	// exactly one response later (APNs' answer or a refusal); the backend
-	// guarantees that, even across reloads and shutdown.
-	Submit(r *SendRequest) (<-chan *Response, *Error)
+	// Submit accepts a send from peer. If it returns a nil *Error, the
+	// channel delivers exactly one response later (APNs' answer or a
+	// refusal); the backend guarantees that, even across reloads and
+	// shutdown. It is called on the connection's reader goroutine and must
+	// not block.
+	Submit(peer *Peer, s *Send) (<-chan *Response, *Error)
 	// Status reports the daemon's state.
 	Status() *StatusReport
-	// Reload re-reads credentials and config. A non-nil error means the
+	// Reload re-reads the config and every credential. A non-nil error means the
 	// reload failed and the previous state is still in use.
 	Reload(ctx context.Context) (*ReloadReport, error)
 }
@@ -49,10 +51,14 @@ type Server struct {
 	// answered; beyond it the server stops reading that connection until
 	// answers go out (backpressure).
 	MaxPending int
-	// Authorize, if set, vets each new connection; a refusal is written as
-	// one error line and the connection is closed.
-	Authorize func(net.Conn) *Error
-	Logger    *slog.Logger
+	// Authorize, if set, vets each new connection by its peer; a refusal is
+	// written as one error line and the connection is closed.
+	Authorize func(*Peer) *Error
+	// Permit, if set, vets each request by its peer and op (see Ops for
+	// each op's Permission); a refusal answers that request only. Nil
+	// allows every op to every peer Authorize let in.
+	Permit func(*Peer, *Op) *Error
+	Logger *slog.Logger
 
 	mu sync.Mutex
 	// mu guards the fields that follow.
@@ -176,8 +182,9 @@ func (s *Server) serveConn(c net.Conn) {
 		s.mu.Unlock()
 		c.Close()
 	}()
+	peer := ReadPeer(c)
 	if s.Authorize != nil {
-		if e := s.Authorize(c); e != nil {
+		if e := s.Authorize(peer); e != nil {
 			b, _ := json.Marshal(ErrorResponse(e))
 			c.SetWriteDeadline(time.Now().Add(time.Second))
 			c.Write(append(b, '\n'))
@@ -202,9 +209,9 @@ func (s *Server) serveConn(c net.Conn) {
 	for {
 		line, tooLong, err := readLine(br, maxLine)
 		if tooLong {
-			order <- answered(nil, ErrorResponse(Errorf(CodeLineTooLong, false, "request line is longer than %d bytes", maxLine)))
+			order <- answered(nil, ErrorResponse(Errorf(CodeLineTooLong, "request line is longer than %d bytes", maxLine)))
 		} else if len(bytes.TrimSpace(line)) > 0 {
-			order <- s.handleLine(line)
+			order <- s.handleLine(peer, line)
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
@@ -246,7 +253,7 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, done chan<- struct{
 		r.ID = p.id
 		b, err := json.Marshal(r)
 		if err != nil {
-			b, _ = json.Marshal(ErrorResponse(Errorf(CodeInternal, false, "encoding response: %v", err)))
+			b, _ = json.Marshal(ErrorResponse(Errorf(CodeInternal, "encoding response: %v", err)))
 		}
 		b = append(b, '\n')
 		if _, werr = bw.Write(b); werr != nil {
@@ -278,7 +285,7 @@ func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) 
 				line = append(line, frag...)
 			}
 		}
-		if e == bufio.ErrBufferFull {
+		if errors.Is(e, bufio.ErrBufferFull) {
 			continue
 		}
 		err = e
@@ -309,21 +316,9 @@ func answered(id json.RawMessage, r *Response) pending {
 	return pending{id: id, ch: ch}
 }
 
-// handler runs one op; it may block. ops is the table of operations other
-// than send, which is handled inline (see handleLine).
-type handler func(s *Server, req *Request) *Response
-
-var ops = map[string]handler{
-	"ping":   (*Server).opPing,
-	"status": (*Server).opStatus,
-	"reload": (*Server).opReload,
-}
-
-// handleLine decodes line and returns where its one answer will come from.
-// A send is validated and submitted right here, on the connection's reader
-// goroutine, and its answer channel is the backend's own: no goroutine
-// waits per notification.
-func (s *Server) handleLine(line []byte) pending {
+// handleLine decodes line, checks the op's permission and returns where its
+// one answer will come from.
+func (s *Server) handleLine(p *Peer, line []byte) pending {
 	req, derr := DecodeRequest(line)
 	if derr != nil {
 		var id json.RawMessage
@@ -332,50 +327,18 @@ func (s *Server) handleLine(line []byte) pending {
 		}
 		return answered(id, ErrorResponse(derr))
 	}
-	switch req.Op {
-	case "", "send":
-		sr, e := req.SendRequest()
-		if e != nil {
+	name := req.Op
+	if name == "" {
+		name = "send"
+	}
+	op := opByName[name]
+	if op == nil {
+		return answered(req.ID, ErrorResponse(Errorf(CodeUnknownOp, "unknown op %q (known: %s)", req.Op, opNames())))
+	}
+	if s.Permit != nil {
+		if e := s.Permit(p, op); e != nil {
 			return answered(req.ID, ErrorResponse(e))
 		}
-		ch, e := s.Backend.Submit(sr)
-		if e != nil {
-			return answered(req.ID, ErrorResponse(e))
-		}
-		if !sr.Wait {
-			return answered(req.ID, &Response{OK: true, Queued: true})
-		}
-		return pending{id: req.ID, ch: ch}
 	}
-	h, ok := ops[req.Op]
-	if !ok {
-		return answered(req.ID, ErrorResponse(Errorf(CodeUnknownOp, false, "unknown op %q (known: send, ping, status, reload)", req.Op)))
-	}
-	ch := make(chan *Response, 1)
-	go func() { ch <- h(s, req) }()
-	return pending{id: req.ID, ch: ch}
-}
-
-func (s *Server) opPing(*Request) *Response {
-	return &Response{OK: true, Pong: true, Version: s.Version}
-}
-
-func (s *Server) opStatus(*Request) *Response {
-	return &Response{OK: true, Version: s.Version, StatusReport: s.Backend.Status()}
-}
-
-func (s *Server) opReload(*Request) *Response {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rep, err := s.Backend.Reload(ctx)
-	if err != nil {
-		var e *Error
-		if !errors.As(err, &e) {
-			e = Errorf(CodeReloadFailed, false, "%v", err)
-		}
-		r := ErrorResponse(e)
-		r.ReloadReport = rep
-		return r
-	}
-	return &Response{OK: true, ReloadReport: rep}
+	return op.handle(s, p, req)
 }

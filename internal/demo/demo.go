@@ -1,4 +1,4 @@
-package daemon
+package demo
 
 import (
 	"fmt"
@@ -7,14 +7,13 @@ import (
 	"path/filepath"
 
 	"github.com/apnsd/apnsd/internal/apnstest"
-	"github.com/apnsd/apnsd/internal/config"
 	"github.com/apnsd/apnsd/internal/pki"
 )
 
-// DemoApp and DemoTopic name the app the demo configures.
+// App and Topic name the app the demo configures.
 const (
-	DemoApp   = "demo"
-	DemoTopic = "com.example.demo"
+	App   = "demo"
+	Topic = "com.example.demo"
 )
 
 // Demo is a self-contained setup for trying apnsd without an Apple account:
@@ -28,9 +27,9 @@ type Demo struct {
 	Production *apnstest.Server
 }
 
-// NewDemo builds the demo setup. socket is the socket path to configure
+// New builds the demo setup. socket is the socket path to configure
 // ("" = apnsd.sock in the demo directory).
-func NewDemo(socket string) (*Demo, error) {
+func New(socket string) (*Demo, error) {
 	dir, err := os.MkdirTemp("", "apnsd-demo-")
 	if err != nil {
 		return nil, err
@@ -60,7 +59,7 @@ func (d *Demo) setup(socket string) error {
 			return err
 		}
 		s.SetResponder(apnstest.DemoResponder)
-		cert, err := clientCA.PushCert(pki.PushCertOptions{Topic: DemoTopic, Production: prod})
+		cert, err := clientCA.PushCert(pki.PushCertOptions{Topic: Topic, Production: prod})
 		if err != nil {
 			return err
 		}
@@ -107,7 +106,7 @@ default_env = "sandbox"
   cert_file = "production.pem"
   endpoint = %q
   ca_file = "stand-in-ca.pem"
-`, socket, DemoApp, DemoTopic, d.Sandbox.URL, d.Production.URL)
+`, socket, App, Topic, d.Sandbox.URL, d.Production.URL)
 	return os.WriteFile(d.ConfigPath, []byte(conf), 0o644)
 }
 
@@ -122,18 +121,8 @@ func (d *Demo) Close() {
 	os.RemoveAll(d.Dir)
 }
 
-// demoConfig sets up the demo and prints how to use it.
-func demoConfig(socket string, out io.Writer) (*config.Config, func(), error) {
-	d, err := NewDemo(socket)
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg, err := config.Load(d.ConfigPath)
-	if err != nil {
-		d.Close()
-		return nil, nil, err
-	}
-	sock := cfg.Socket.Path
+// WriteInstructions prints how to use the demo running on socket.
+func (d *Demo) WriteInstructions(out io.Writer, sock string) {
 	fmt.Fprintf(out, `apnsd demo: two local APNs stand-ins with throwaway credentials (no Apple account used)
   sandbox stand-in:    %s
   production stand-in: %s
@@ -152,5 +141,4 @@ The stand-ins answer by the token's first 4 hex digits: 0410 → 410 Unregistere
 0500 → 500, 0503 → 503; any other token → 200. Ctrl-C stops.
 
 `, d.Sandbox.URL, d.Production.URL, d.ConfigPath, sock, sock, sock, sock, sock)
-	return cfg, d.Close, nil
 }

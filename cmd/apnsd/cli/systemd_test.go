@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"bufio"
@@ -24,6 +24,8 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/apnsd/apnsd/internal/config"
+	"github.com/apnsd/apnsd/internal/daemon"
+	"github.com/apnsd/apnsd/internal/demo"
 	"github.com/apnsd/apnsd/internal/ipc"
 )
 
@@ -523,25 +525,39 @@ func TestBadInheritedSocketFailsStart(t *testing.T) {
 	}
 }
 
-// demoDaemon starts a Daemon on the demo config, listening on sock.
+// demoDaemon starts a Daemon on the demo config, listening on sock, which
+// the test creates and may close (it is passed as the daemon's listener).
 // allowUIDs, if any, is the socket's allow-list.
-func demoDaemon(t *testing.T, sock string, allowUIDs ...int) *Daemon {
+func demoDaemon(t *testing.T, sock string, allowUIDs ...int) (*daemon.Daemon, *net.UnixListener) {
 	t.Helper()
-	demo, err := NewDemo(sock)
+	dm, err := demo.New(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(demo.Close)
-	cfg, err := config.Load(demo.ConfigPath)
+	t.Cleanup(dm.Close)
+	cfg, err := config.Load(dm.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Socket.AllowUIDs = allowUIDs
-	return startDaemon(t, cfg, Options{})
+	l := unixListener(t, sock)
+	d, err := daemon.New(cfg, daemon.Options{Listener: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
+	})
+	return d, l
 }
 
 func TestHealthCheck(t *testing.T) {
-	d := demoDaemon(t, filepath.Join(sdTempDir(t), "apnsd.sock"))
+	d, l := demoDaemon(t, filepath.Join(sdTempDir(t), "apnsd.sock"))
 	loop := make(chan chan struct{})
 	stopLoop := make(chan struct{})
 	go func() {
@@ -574,7 +590,8 @@ func TestHealthCheck(t *testing.T) {
 			close(ack)
 		}
 	}()
-	d.srv.StopAccepting()
+	l.SetUnlinkOnClose(false) // the socket file stays, nothing accepts on it
+	l.Close()
 	if err := check(5 * time.Second); err == nil {
 		t.Error("healthy although the socket no longer accepts")
 	}
@@ -583,7 +600,7 @@ func TestHealthCheck(t *testing.T) {
 // A daemon whose allow-list leaves out its own uid refuses the probe, but
 // the refusal is an answer: apnsd is alive and must not be restarted.
 func TestProbeRefusedIsHealthy(t *testing.T) {
-	d := demoDaemon(t, filepath.Join(sdTempDir(t), "apnsd.sock"), os.Getuid()+1)
+	d, _ := demoDaemon(t, filepath.Join(sdTempDir(t), "apnsd.sock"), os.Getuid()+1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := probeSocket(ctx, d.SocketPath()); err != nil {

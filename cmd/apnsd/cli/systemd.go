@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 // This file is apnsd's side of systemd: readiness and state notifications
 // (sd_notify), the watchdog, and socket activation. Everything here is a
@@ -22,6 +22,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/apnsd/apnsd/internal/daemon"
 	"github.com/apnsd/apnsd/internal/ipc"
 )
 
@@ -337,7 +338,7 @@ func loopProbe(ctx context.Context, ch chan<- chan struct{}) error {
 
 // daemonHealth is the watchdog's health check for d: the main loop answers
 // through loop, and the socket answers a ping.
-func daemonHealth(d *Daemon, loop chan<- chan struct{}) func(ctx context.Context) error {
+func daemonHealth(d *daemon.Daemon, loop chan<- chan struct{}) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		if err := loopProbe(ctx, loop); err != nil {
 			return err

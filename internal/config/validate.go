@@ -1,0 +1,223 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/apnsd/apnsd/internal/apns"
+)
+
+var (
+	appNameRE  = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+	bundleIDRE = regexp.MustCompile(`^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$`)
+	appleIDRE  = regexp.MustCompile(`^[A-Za-z0-9]{10}$`)
+	envVarRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	groupRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*\$?$`)
+)
+
+// problems collects FieldErrors.
+type problems struct {
+	file string
+	errs []error
+}
+
+func (p *problems) add(app int, appName, field string, err error, format string, args ...any) {
+	p.errs = append(p.errs, &FieldError{File: p.file, App: app, AppName: appName, Field: field, Msg: fmt.Sprintf(format, args...), Err: err})
+}
+
+func (p *problems) top(field, format string, args ...any) {
+	p.add(-1, "", field, nil, format, args...)
+}
+
+func (p *problems) err() error { return errors.Join(p.errs...) }
+
+// Validate checks the configuration's structure without touching the file
+// system and returns every problem found, joined; each matches ErrInvalid.
+// File paths must be absolute by now (Parse resolves them).
+func (c *Config) Validate() error {
+	p := &problems{file: c.Path}
+	if c.RequestTimeout <= 0 {
+		p.top("request_timeout", "must be positive, got %v", c.RequestTimeout)
+	}
+	if c.QueueSize < 1 {
+		p.top("queue_size", "must be at least 1, got %d", c.QueueSize)
+	}
+	if c.ShutdownTimeout <= 0 {
+		p.top("shutdown_timeout", "must be positive, got %v", c.ShutdownTimeout)
+	}
+	if !slices.Contains(LogLevels, c.LogLevel) {
+		p.top("log_level", "must be one of %s, got %q", strings.Join(LogLevels, ", "), c.LogLevel)
+	}
+	if !slices.Contains(LogFormats, c.LogFormat) {
+		p.top("log_format", "must be one of %s, got %q", strings.Join(LogFormats, ", "), c.LogFormat)
+	}
+	if c.UnregisteredFile != "" && !filepath.IsAbs(c.UnregisteredFile) {
+		p.top("unregistered_file", "must be an absolute path or empty, got %q", c.UnregisteredFile)
+	}
+
+	s := &c.Socket
+	switch {
+	case s.Path == "":
+		p.top("socket.path", "must not be empty")
+	case !filepath.IsAbs(s.Path):
+		p.top("socket.path", "must be an absolute path, got %q", s.Path)
+	case len(s.Path) > MaxSocketPath:
+		p.top("socket.path", "is %d bytes; a Unix socket path can have at most %d", len(s.Path), MaxSocketPath)
+	}
+	if s.Mode&^os.ModePerm != 0 {
+		p.top("socket.mode", "must be permission bits between 0000 and 0777, got %#o", uint32(s.Mode))
+	}
+	if s.Group != "" && !groupRE.MatchString(s.Group) {
+		p.top("socket.group", "must be a group name or a numeric gid, got %q", s.Group)
+	}
+	if s.MaxLineBytes < MinLineBytes || s.MaxLineBytes > MaxLineBytes {
+		p.top("socket.max_line_bytes", "must be between %d and %d, got %d", MinLineBytes, MaxLineBytes, s.MaxLineBytes)
+	}
+	if s.MaxPendingPerConn < 1 {
+		p.top("socket.max_pending_per_conn", "must be at least 1, got %d", s.MaxPendingPerConn)
+	}
+	for _, l := range []struct {
+		field string
+		ids   []int
+	}{{"socket.allow_uids", s.AllowUIDs}, {"socket.allow_gids", s.AllowGIDs}} {
+		for i, id := range l.ids {
+			if id < 0 || id > 1<<32-2 {
+				p.top(fmt.Sprintf("%s[%d]", l.field, i), "must be an id between 0 and 4294967294, got %d", id)
+			}
+		}
+	}
+
+	if len(c.Apps) == 0 {
+		p.top("apps", "no [[apps]] configured; add at least one")
+	}
+	seen := map[string]int{}
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		if j, dup := seen[a.Name]; dup && a.Name != "" {
+			p.add(i, a.Name, "name", nil, "duplicate: apps[%d] has the same name", j)
+		} else {
+			seen[a.Name] = i
+		}
+		a.validate(p, i)
+	}
+	return p.err()
+}
+
+func (a *AppConfig) validate(p *problems, i int) {
+	add := func(field, format string, args ...any) { p.add(i, a.Name, field, nil, format, args...) }
+	if !appNameRE.MatchString(a.Name) {
+		add("name", "must be letters, digits, '.', '_' or '-', got %q", a.Name)
+	}
+	if !bundleIDRE.MatchString(a.Topic) {
+		add("topic", "must be a bundle id (letters, digits, '-' and '.'), got %q", a.Topic)
+	}
+	if a.Sandbox == nil && a.Production == nil {
+		add("", "no environment configured; add [apps.sandbox] and/or [apps.production]")
+	}
+	switch a.DefaultEnv {
+	case apns.Sandbox, apns.Production:
+		if a.Env(a.DefaultEnv) == nil && (a.Sandbox != nil || a.Production != nil) {
+			add("default_env", "is %q but there is no [apps.%s]", a.DefaultEnv, a.DefaultEnv)
+		}
+	default:
+		add("default_env", "must be \"sandbox\" or \"production\", got %q", a.DefaultEnv)
+	}
+	if t := a.Token; t != nil {
+		if t.KeyFile == "" {
+			add("token.key_file", "must be set (the .p8 key file)")
+		}
+		if !appleIDRE.MatchString(t.KeyID) {
+			add("token.key_id", "must be the 10-character key id (letters and digits), got %q", t.KeyID)
+		}
+		if !appleIDRE.MatchString(t.TeamID) {
+			add("token.team_id", "must be the 10-character team id (letters and digits), got %q", t.TeamID)
+		}
+	}
+	for _, slot := range []struct {
+		name string
+		env  *EnvConfig
+	}{{apns.Sandbox, a.Sandbox}, {apns.Production, a.Production}} {
+		if slot.env != nil {
+			slot.env.validate(p, i, a, slot.name)
+		}
+	}
+}
+
+func (e *EnvConfig) validate(p *problems, i int, a *AppConfig, slot string) {
+	add := func(field, format string, args ...any) {
+		if field != "" {
+			field = "." + field
+		}
+		p.add(i, a.Name, slot+field, nil, format, args...)
+	}
+	if e.Name != slot {
+		add("", "EnvConfig.Name is %q, want %q", e.Name, slot)
+	}
+	if msg := checkEndpoint(e.Endpoint, slot); msg != "" {
+		add("endpoint", "%s", msg)
+	}
+	if e.Connections < 1 || e.Connections > MaxConnections {
+		add("connections", "must be between 1 and %d, got %d", MaxConnections, e.Connections)
+	}
+	f := e.Cert
+	switch {
+	case f.CertFile != "" && f.P12File != "":
+		add("p12_file", "cert_file and p12_file are both set; use one")
+	case f.KeyFile != "" && f.P12File != "":
+		add("key_file", "cannot be used with p12_file (the .p12 holds the key)")
+	case f.KeyFile != "" && f.CertFile == "":
+		add("key_file", "is set without cert_file")
+	}
+	if f.P12File == "" {
+		if f.P12PasswordFile != "" {
+			add("p12_password_file", "is set without p12_file")
+		}
+		if f.P12PasswordEnv != "" {
+			add("p12_password_env", "is set without p12_file")
+		}
+	} else if f.P12PasswordFile != "" && f.P12PasswordEnv != "" {
+		add("p12_password_env", "p12_password_file and p12_password_env are both set; use one")
+	}
+	if f.P12PasswordEnv != "" && !envVarRE.MatchString(f.P12PasswordEnv) {
+		add("p12_password_env", "must be an environment variable name, got %q", f.P12PasswordEnv)
+	}
+	if e.AuthKind() == "token" && a.Token == nil && f.KeyFile == "" && f.P12PasswordFile == "" && f.P12PasswordEnv == "" {
+		add("", "no credential: set cert_file (with key_file, or a combined PEM) or p12_file, or add [apps.token]")
+	}
+}
+
+// checkEndpoint returns what is wrong with an endpoint URL, or "".
+func checkEndpoint(s, slot string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Sprintf("is not a URL: %q", s)
+	}
+	switch {
+	case u.Scheme != "https":
+		return fmt.Sprintf("must be an https:// URL, got %q", s)
+	case u.Host == "" || u.Hostname() == "":
+		return fmt.Sprintf("must have a host, got %q", s)
+	case u.User != nil:
+		return fmt.Sprintf("must not contain user information, got %q", s)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return fmt.Sprintf("must be scheme, host and port only (no path or query), got %q", s)
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Sprintf("has an invalid port in %q", s)
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return fmt.Sprintf("has an empty port in %q", s)
+	}
+	if env, ok := apns.AppleHostEnv(s); ok && env != slot {
+		return fmt.Sprintf("%s is Apple's %s host, but this is [apps.%s]", u.Hostname(), env, slot)
+	}
+	return ""
+}

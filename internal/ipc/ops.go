@@ -1,0 +1,113 @@
+package ipc
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+)
+
+// Permission is what a peer must be allowed to run an op. Server.Permit
+// decides; without Permit every peer that passed Authorize may run every op.
+type Permission int
+
+const (
+	// Public ops are for every program allowed on the socket.
+	Public Permission = iota
+	// Admin ops change or reveal the daemon's state as a whole (reload,
+	// the full status); issue 12 restricts them to administrators.
+	Admin
+)
+
+func (p Permission) String() string {
+	if p == Admin {
+		return "admin"
+	}
+	return "public"
+}
+
+// Op is one entry of the operations table.
+type Op struct {
+	Name string
+	Perm Permission
+	// handle runs the op and returns where its one answer will arrive. It
+	// is called on the connection's reader goroutine, so it must not block:
+	// a handler that waits runs in its own goroutine (see async).
+	handle func(s *Server, p *Peer, req *Request) pending
+}
+
+// Ops is the table of operations, in the order the unknown-op message lists
+// them. A request without "op" is a send.
+var Ops = []Op{
+	{Name: "send", Perm: Public, handle: (*Server).opSend},
+	{Name: "ping", Perm: Public, handle: async((*Server).opPing)},
+	{Name: "status", Perm: Admin, handle: async((*Server).opStatus)},
+	{Name: "reload", Perm: Admin, handle: async((*Server).opReload)},
+}
+
+var opByName = func() map[string]*Op {
+	m := make(map[string]*Op, len(Ops))
+	for i := range Ops {
+		m[Ops[i].Name] = &Ops[i]
+	}
+	return m
+}()
+
+func opNames() string {
+	names := make([]string, len(Ops))
+	for i, op := range Ops {
+		names[i] = op.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// async runs a handler that may block in its own goroutine.
+func async(h func(s *Server, p *Peer, req *Request) *Response) func(*Server, *Peer, *Request) pending {
+	return func(s *Server, p *Peer, req *Request) pending {
+		ch := make(chan *Response, 1)
+		go func() { ch <- h(s, p, req) }()
+		return pending{id: req.ID, ch: ch}
+	}
+}
+
+// opSend validates and submits right here, on the connection's reader
+// goroutine; its answer channel is the backend's own, so no goroutine waits
+// per notification.
+func (s *Server) opSend(p *Peer, req *Request) pending {
+	send, e := req.Send()
+	if e != nil {
+		return answered(req.ID, ErrorResponse(e))
+	}
+	ch, e := s.Backend.Submit(p, send)
+	if e != nil {
+		return answered(req.ID, ErrorResponse(e))
+	}
+	if !send.Wait {
+		return answered(req.ID, &Response{OK: true, Queued: true})
+	}
+	return pending{id: req.ID, ch: ch}
+}
+
+func (s *Server) opPing(*Peer, *Request) *Response {
+	return &Response{OK: true, Pong: true, Version: s.Version}
+}
+
+func (s *Server) opStatus(*Peer, *Request) *Response {
+	return &Response{OK: true, Version: s.Version, StatusReport: s.Backend.Status()}
+}
+
+func (s *Server) opReload(*Peer, *Request) *Response {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := s.Backend.Reload(ctx)
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			e = Errorf(CodeReloadFailed, "%v", err)
+		}
+		r := ErrorResponse(e)
+		r.ReloadReport = rep
+		return r
+	}
+	return &Response{OK: true, ReloadReport: rep}
+}

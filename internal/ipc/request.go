@@ -1,0 +1,264 @@
+package ipc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode"
+)
+
+// Request is one decoded request line. Field names follow PROTOCOL.md.
+type Request struct {
+	ID         json.RawMessage `json:"id,omitempty"`
+	Op         string          `json:"op,omitempty"`
+	Token      string          `json:"token,omitempty"`
+	App        string          `json:"app,omitempty"`
+	Env        string          `json:"env,omitempty"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+	Alert      json.RawMessage `json:"alert,omitempty"`
+	Badge      json.RawMessage `json:"badge,omitempty"`
+	Sound      json.RawMessage `json:"sound,omitempty"`
+	Topic      string          `json:"topic,omitempty"`
+	PushType   string          `json:"push_type,omitempty"`
+	Priority   *int            `json:"priority,omitempty"`
+	Expiration *int64          `json:"expiration,omitempty"`
+	CollapseID string          `json:"collapse_id,omitempty"`
+	ApnsID     string          `json:"apns_id,omitempty"`
+	Wait       *bool           `json:"wait,omitempty"`
+}
+
+// The environments a send may name ("env"); empty means the app's default.
+const (
+	EnvSandbox    = "sandbox"
+	EnvProduction = "production"
+)
+
+// Send is a validated "send" in the protocol's own terms: a clean device
+// token, the final payload (shorthand merged into payload.aps, compacted)
+// and the APNs fields as the client gave them. It holds no APNs rule: the
+// daemon turns it into an APNs notification, applying APNs' defaults (push
+// type, priority) and limits (payload size, header formats) there.
+type Send struct {
+	App  string
+	Env  string // "", EnvSandbox or EnvProduction; "" means the app's default
+	Wait bool
+	// Token is lowercase hex, non-empty, of even length (CleanToken).
+	Token string
+	// Payload is a compact JSON object.
+	Payload    []byte
+	Topic      string // "" means the app's topic
+	PushType   string // "" means the daemon picks one from the payload
+	Priority   *int
+	Expiration *int64
+	CollapseID string
+	ApnsID     string
+}
+
+// DecodeRequest parses one line. On failure it returns the *Error to answer
+// with and whatever id could be recovered, so the answer can still echo it.
+func DecodeRequest(line []byte) (*Request, *Error) {
+	trimmed := bytes.TrimSpace(line)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		if !json.Valid(trimmed) {
+			return nil, Errorf(CodeBadJSON, "line is not valid JSON")
+		}
+		return nil, Errorf(CodeBadJSON, "a request must be a JSON object")
+	}
+	var req Request
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&req)
+	if err == nil && len(bytes.TrimSpace(trimmed[dec.InputOffset():])) > 0 {
+		return nil, Errorf(CodeBadJSON, "line is not valid JSON: more than one value")
+	}
+	if err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, Errorf(CodeBadJSON, "line is not valid JSON")
+		}
+		if !json.Valid(trimmed) { // e.g. invalid UTF-8 the decoder did not flag first
+			return nil, Errorf(CodeBadJSON, "line is not valid JSON")
+		}
+		// Recover the id so the error can echo it.
+		var idOnly struct {
+			ID json.RawMessage `json:"id"`
+		}
+		_ = json.Unmarshal(trimmed, &idOnly)
+		req.ID = idOnly.ID
+		return &req, Errorf(CodeBadRequest, "%s", describeDecodeError(err))
+	}
+	if string(req.ID) == "null" {
+		req.ID = nil // "id": null is the same as no id
+	}
+	if len(req.ID) > 0 && !validID(req.ID) {
+		return &req, Errorf(CodeBadRequest, "id must be a string or a number")
+	}
+	return &req, nil
+}
+
+// validID reports whether a (valid JSON) id is a string or a number.
+func validID(raw json.RawMessage) bool {
+	switch c := raw[0]; {
+	case c == '"', c == '-', c >= '0' && c <= '9':
+		return true
+	}
+	return false
+}
+
+func describeDecodeError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q: expected %s, got JSON %s", te.Field, te.Type, te.Value)
+	}
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "unknown field " + rest
+	}
+	return strings.TrimPrefix(msg, "json: ")
+}
+
+// Send validates a "send" as the protocol defines it: token clean-up, env
+// name, shorthand merged into payload.aps. APNs' own rules are checked by
+// the daemon (see daemon.NewNotification).
+func (r *Request) Send() (*Send, *Error) {
+	token, err := CleanToken(r.Token)
+	if err != nil {
+		return nil, Errorf(CodeInvalidToken, "%v", err)
+	}
+	switch r.Env {
+	case "", EnvSandbox, EnvProduction:
+	default:
+		return nil, Errorf(CodeBadRequest, "env must be %q or %q, not %q", EnvSandbox, EnvProduction, r.Env)
+	}
+	payload, perr := r.buildPayload()
+	if perr != nil {
+		return nil, perr
+	}
+	wait := true
+	if r.Wait != nil {
+		wait = *r.Wait
+	}
+	return &Send{
+		App: r.App, Env: r.Env, Wait: wait,
+		Token: token, Payload: payload,
+		Topic: r.Topic, PushType: r.PushType, Priority: r.Priority, Expiration: r.Expiration,
+		CollapseID: r.CollapseID, ApnsID: r.ApnsID,
+	}, nil
+}
+
+// buildPayload merges alert/badge/sound into payload.aps and compacts it.
+func (r *Request) buildPayload() ([]byte, *Error) {
+	short := map[string]json.RawMessage{}
+	for k, v := range map[string]json.RawMessage{"alert": r.Alert, "badge": r.Badge, "sound": r.Sound} {
+		if len(v) > 0 && string(v) != "null" {
+			short[k] = v
+		}
+	}
+	if len(r.Payload) == 0 || string(r.Payload) == "null" {
+		if len(short) == 0 {
+			return nil, Errorf(CodeBadRequest, "nothing to send: give \"payload\" or at least one of \"alert\", \"badge\", \"sound\"")
+		}
+		if err := checkShorthand(short); err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(map[string]any{"aps": short})
+		if err != nil {
+			return nil, Errorf(CodeBadRequest, "payload: %v", err)
+		}
+		return b, nil
+	}
+	if r.Payload[0] != '{' {
+		return nil, Errorf(CodeBadRequest, "payload must be a JSON object")
+	}
+	if len(short) == 0 {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, r.Payload); err != nil {
+			return nil, Errorf(CodeBadRequest, "payload: %v", err)
+		}
+		return buf.Bytes(), nil
+	}
+	if err := checkShorthand(short); err != nil {
+		return nil, err
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(r.Payload, &top); err != nil {
+		return nil, Errorf(CodeBadRequest, "payload must be a JSON object")
+	}
+	aps := map[string]json.RawMessage{}
+	if raw, ok := top["aps"]; ok {
+		if err := json.Unmarshal(raw, &aps); err != nil || aps == nil {
+			return nil, Errorf(CodeBadRequest, "payload.aps must be a JSON object")
+		}
+	}
+	for k, v := range short {
+		if _, dup := aps[k]; dup {
+			return nil, Errorf(CodeBadRequest, "%q is given both as a field and in payload.aps; give it once", k)
+		}
+		aps[k] = v
+	}
+	apsJSON, err := json.Marshal(aps)
+	if err != nil {
+		return nil, Errorf(CodeBadRequest, "payload.aps: %v", err)
+	}
+	top["aps"] = apsJSON
+	b, err := json.Marshal(top)
+	if err != nil {
+		return nil, Errorf(CodeBadRequest, "payload: %v", err)
+	}
+	return b, nil
+}
+
+func checkShorthand(short map[string]json.RawMessage) *Error {
+	if v, ok := short["alert"]; ok && v[0] != '"' && v[0] != '{' {
+		return Errorf(CodeBadRequest, "alert must be a string or an object")
+	}
+	if v, ok := short["badge"]; ok {
+		var n int
+		if err := json.Unmarshal(v, &n); err != nil || n < 0 {
+			return Errorf(CodeBadRequest, "badge must be a whole number, 0 or more")
+		}
+	}
+	if v, ok := short["sound"]; ok && v[0] != '"' && v[0] != '{' {
+		return Errorf(CodeBadRequest, "sound must be a string or an object")
+	}
+	return nil
+}
+
+// MaxTokenHex bounds a device token's length: Apple's tokens are 32 bytes
+// and 100 bytes has been announced; this leaves ample room without letting
+// a huge string reach APNs' header limits.
+const MaxTokenHex = 1024
+
+// CleanToken accepts a device token the way apps log it: "<a1b2c3d4 e5f6...>"
+// or plain hex in either case. It strips '<', '>' and whitespace, lowercases,
+// and requires a non-empty, even number of hex digits. Apple says token length
+// may change, so no length is assumed.
+func CleanToken(s string) (string, error) {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		switch {
+		case r == '<' || r == '>' || unicode.IsSpace(r):
+		case r >= '0' && r <= '9', r >= 'a' && r <= 'f':
+			b.WriteRune(r)
+		case r >= 'A' && r <= 'F':
+			b.WriteRune(r + ('a' - 'A'))
+		default:
+			return "", fmt.Errorf("device token has %q, which is not a hex digit", r)
+		}
+	}
+	t := b.String()
+	if t == "" {
+		return "", errors.New("device token is missing or empty")
+	}
+	if len(t)%2 != 0 {
+		return "", fmt.Errorf("device token has %d hex digits; it must have an even number", len(t))
+	}
+	if len(t) > MaxTokenHex {
+		return "", fmt.Errorf("device token has %d hex digits; apnsd accepts at most %d", len(t), MaxTokenHex)
+	}
+	return t, nil
+}

@@ -1,0 +1,41 @@
+package ipc
+
+import "encoding/json"
+
+// Response is one line apnsd writes back. Exactly one is written per
+// request line, in request order.
+type Response struct {
+	ID json.RawMessage `json:"id,omitempty"`
+	OK bool            `json:"ok"`
+
+	// Answers from APNs.
+	Status    int    `json:"status,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	ApnsID    string `json:"apns_id,omitempty"`
+	Timestamp int64  `json:"timestamp,omitempty"`
+	// Queued is set for a send with "wait":false that was accepted.
+	Queued bool `json:"queued,omitempty"`
+
+	// Refusals by apnsd.
+	Error     string `json:"error,omitempty"`
+	Message   string `json:"message,omitempty"`
+	Retryable *bool  `json:"retryable,omitempty"`
+
+	// Other ops.
+	Pong    bool   `json:"pong,omitempty"`
+	Version string `json:"version,omitempty"`
+	*StatusReport
+	*ReloadReport
+}
+
+// Err rebuilds the *Error from a refusal response, or returns nil.
+func (r *Response) Err() *Error {
+	if r.Error == "" {
+		return nil
+	}
+	e := &Error{Code: r.Error, Message: r.Message}
+	if r.Retryable != nil {
+		e.Retryable = *r.Retryable
+	}
+	return e
+}
