@@ -72,6 +72,7 @@ else
 	check "man apnsd(8) and apnsctl(8)" sh -c "man -w 8 apnsd && man -w 8 apnsctl"
 fi
 check "docs and example config" test -f /usr/share/doc/apnsd/systemd.md -a -f /usr/share/doc/apnsd/examples/apnsd.toml.example
+check "copyright (DEP-5) and changelog" sh -c "head -n1 /usr/share/doc/apnsd/copyright | grep -q ^Format: && zcat /usr/share/doc/apnsd/changelog.gz | head -n1 | grep -q \"^apnsd ($version)\""
 
 echo "== user, group and directories the units expect"
 svc_user=$(sed -n 's/^User=//p' $units/apnsd.service)
