@@ -187,10 +187,9 @@ check "apnsd.service is not enabled, not running" bash -c '
 	[ "$(c systemctl show -P ActiveState apnsd.service)" = inactive ]'
 check "socket /run/apnsd/apnsd.sock is root:apnsd 0660" is "root:apnsd:660" c stat -c %U:%G:%a /run/apnsd/apnsd.sock
 check "systemd-analyze verify prints nothing" is "" c sh -c 'systemd-analyze verify apnsd.socket apnsd.service 2>&1'
-check "systemd-analyze security: exposure at most 2.0" bash -c '
-	line=$(c systemd-analyze security apnsd.service --no-pager | tail -n1); echo "$line"
-	v=$(echo "$line" | sed -n "s/.*apnsd.service: \([0-9.]*\).*/\1/p")
-	[ -n "$v" ] && awk -v v="$v" "BEGIN{exit !(v <= 2.0)}"'
+exposure=$(c systemd-analyze security apnsd.service --no-pager | tail -n1 | sed -n 's/.*apnsd.service: \([0-9.]*\).*/\1/p')
+check "systemd-analyze security: exposure ${exposure:-?} (at most 2.0)" \
+	awk -v v="${exposure:-99}" 'BEGIN { exit !(v <= 2.0) }'
 
 echo "== configure: the demo's APNs stand-ins and their throwaway credentials"
 c systemd-run -q --unit=apnsd-standin -p PrivateTmp=no /usr/bin/apnsd -demo -socket /root/standin.sock
