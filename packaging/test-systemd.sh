@@ -331,7 +331,7 @@ for i in 1 2 3 4; do
 done
 before=$(prop apnsd.service NRestarts)
 restart_ok=0
-for r in 1 2 3; do
+for _ in 1 2 3; do
 	sleep 2.5
 	c systemctl restart apnsd.service && restart_ok=$((restart_ok + 1))
 done
