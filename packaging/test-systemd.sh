@@ -18,7 +18,8 @@
 #
 # Usage: packaging/test-systemd.sh [dist/apnsd_VERSION_ARCH.deb]
 # Environment: APNSD_MACHINE (the cached tree), DEBIAN_MIRROR (default: the
-# one apt uses here).
+# one apt uses here), APNSD_LOAD_CLIENTS and APNSD_LOAD_RESTARTS (the
+# restart-under-load check: 4 clients, 3 restarts).
 # Exit status: 0 all checks passed, 1 a check failed, 77 this machine cannot
 # boot the container (not root, no systemd-nspawn/debootstrap, debootstrap
 # or boot failed): nothing was tested. 2: usage.
@@ -316,12 +317,15 @@ c systemctl daemon-reload
 c systemctl restart apnsd.service
 
 echo "== restart under load"
-# 4 clients send one notification per connection (apnsctl) in a loop while
-# apnsd is restarted 3 times; every notification must be delivered.
+# $APNSD_LOAD_CLIENTS clients (4) send one notification per connection
+# (apnsctl) in a loop while apnsd is restarted $APNSD_LOAD_RESTARTS times
+# (3), 2.5s apart; every notification must be delivered.
+clients=${APNSD_LOAD_CLIENTS:-4}
+restarts_n=${APNSD_LOAD_RESTARTS:-3}
 c sh -c 'rm -rf /root/load && mkdir /root/load'
 load_pids=()
-for i in 1 2 3 4; do
-	c sh -c "end=\$((\$(date +%s) + 12)); n=0; bad=0
+for i in $(seq "$clients"); do
+	c sh -c "end=\$((\$(date +%s) + $((restarts_n * 5 / 2 + 4)))); n=0; bad=0
 		while [ \$(date +%s) -lt \$end ]; do
 			apnsctl -timeout 30s send -token a1b2c3d4e5f60718 -alert load$i >/dev/null 2>>/root/load/err$i || bad=\$((bad + 1))
 			n=\$((n + 1))
@@ -331,14 +335,14 @@ for i in 1 2 3 4; do
 done
 before=$(prop apnsd.service NRestarts)
 restart_ok=0
-for _ in 1 2 3; do
+for _ in $(seq "$restarts_n"); do
 	sleep 2.5
 	c systemctl restart apnsd.service && restart_ok=$((restart_ok + 1))
 done
 wait "${load_pids[@]}" || true
 total=$(c sh -c 'cat /root/load/res*' | awk '{n += $1; b += $2} END {print n + 0, b + 0}')
-echo "      sent $((${total% *})) notifications during 3 restarts, ${total#* } not delivered"
-check "3 restarts under load succeeded" test "$restart_ok" = 3
+echo "      $clients clients sent ${total% *} notifications during $restarts_n restarts, ${total#* } not delivered"
+check "$restarts_n restarts under load succeeded" test "$restart_ok" = "$restarts_n"
 check "every notification sent during the restarts was delivered" bash -c '
 	set -- $1; [ "$1" -gt 0 ] && [ "$2" = 0 ] || { c sh -c "sort /root/load/err* | uniq -c | head"; false; }' sh "$total"
 check "restarts were not failures (NRestarts unchanged)" is "$before" prop apnsd.service NRestarts
