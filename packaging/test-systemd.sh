@@ -370,6 +370,15 @@ c systemctl daemon-reload
 c cp /root/good.toml /etc/apnsd/apnsd.toml
 c systemctl restart apnsd.service
 
+echo "== upgrade (dpkg -i over the running package)"
+pid=$(prop apnsd.service MainPID)
+check "dpkg -i while apnsd runs" c dpkg -i /root/apnsd.deb
+check "postinst restarted apnsd (new MainPID, running)" bash -c '
+	new=$(c systemctl show -P MainPID apnsd.service); echo "MainPID $1 -> $new"
+	[ "$new" != "$1" ] && [ "$new" != 0 ] && [ "$(c systemctl show -P SubState apnsd.service)" = running ]' sh "$pid"
+check "the admin's configuration survived the upgrade" c cmp /root/good.toml /etc/apnsd/apnsd.toml
+check "apnsd answers after the upgrade" c apnsctl send -token a1b2c3d4e5f60718 -alert upgraded
+
 echo "== dpkg -r"
 c sh -c 'echo "not a key" >/etc/apnsd/private/admin-key.pem'
 check "dpkg -r" c dpkg -r apnsd
