@@ -29,6 +29,11 @@ if dpkg-query -W -f='${Status}' apnsd 2>/dev/null | grep -q 'ok installed'; then
 	exit 1
 fi
 
+if [ -e /etc/apnsd ]; then
+	echo "test-deb: /etc/apnsd exists here (left by an earlier apnsd?); refusing to touch it" >&2
+	exit 1
+fi
+
 version=$(dpkg-deb -f "$deb" Version)
 fail=0
 check() { # check DESCRIPTION COMMAND...
@@ -46,6 +51,8 @@ cleanup() {
 	if dpkg-query -W -f='${Status}' apnsd 2>/dev/null | grep -q 'installed\|config-files'; then
 		dpkg --purge apnsd >/dev/null 2>&1 || true
 	fi
+	rm -f /etc/apnsd/test-deb-admin-key.pem
+	rmdir /etc/apnsd 2>/dev/null || true
 	if [ "$user_existed" = no ] && getent passwd apnsd >/dev/null; then userdel apnsd 2>/dev/null || true; fi
 	if [ "$group_existed" = no ] && getent group apnsd >/dev/null; then groupdel apnsd 2>/dev/null || true; fi
 }
@@ -72,6 +79,7 @@ else
 	check "man apnsd(8) and apnsctl(8)" sh -c "man -w 8 apnsd && man -w 8 apnsctl"
 fi
 check "docs and example config" test -f /usr/share/doc/apnsd/systemd.md -a -f /usr/share/doc/apnsd/examples/apnsd.toml.example
+check "copyright (DEP-5) and changelog" sh -c "head -n1 /usr/share/doc/apnsd/copyright | grep -q ^Format: && zcat /usr/share/doc/apnsd/changelog.gz | head -n1 | grep -q \"^apnsd ($version)\""
 
 echo "== user, group and directories the units expect"
 svc_user=$(sed -n 's/^User=//p' $units/apnsd.service)
@@ -119,6 +127,11 @@ check "apnsd left the inherited socket file alone" test -S "$listen"
 [ $fail -eq 0 ] || cat "$log"
 rm -f "$log" "$listen"
 
+# What an admin adds: a key file (the package must not delete it) and what
+# dpkg leaves after a conffile prompt (the package must delete it).
+echo "not a key" >/etc/apnsd/test-deb-admin-key.pem
+echo "old" >/etc/apnsd/apnsd.toml.dpkg-old
+
 echo "== dpkg -r"
 dpkg -r apnsd
 check "binaries removed" test ! -e /usr/bin/apnsd -a ! -e /usr/bin/apnsctl
@@ -126,11 +139,22 @@ check "units removed" test ! -e $units/apnsd.service -a ! -e $units/apnsd.socket
 check "config kept after remove" test -f /etc/apnsd/apnsd.toml
 
 echo "== dpkg --purge"
-dpkg --purge apnsd
-check "config removed on purge" test ! -e /etc/apnsd
+purge_out=$(dpkg --purge apnsd 2>&1)
+echo "$purge_out"
+check "apnsd.toml and apnsd.toml.dpkg-old removed on purge" test ! -e /etc/apnsd/apnsd.toml -a ! -e /etc/apnsd/apnsd.toml.dpkg-old
+check "the admin's key file is kept on purge" test -f /etc/apnsd/test-deb-admin-key.pem
+check "purge names /etc/apnsd and the file it kept" sh -c "printf '%s\n' \"\$1\" | grep -q 'purge kept /etc/apnsd' && printf '%s\n' \"\$1\" | grep -q '/etc/apnsd/test-deb-admin-key.pem'" sh "$purge_out"
+rm -r /etc/apnsd
 check "no unit symlinks left" sh -c "! find /etc/systemd/system -name 'apnsd.*' | grep -q ."
 check "/var/lib/apnsd and /run/apnsd removed" test ! -e /var/lib/apnsd -a ! -e /run/apnsd
 check "nothing of apnsd left in dpkg" sh -c "! dpkg-query -W apnsd"
+
+echo "== dpkg -i, then dpkg --purge at once (nothing added to /etc/apnsd)"
+dpkg -i "$deb" >/dev/null
+purge_out=$(dpkg --purge apnsd 2>&1)
+check "/etc/apnsd removed on purge" test ! -e /etc/apnsd
+check "purge says nothing about kept files" sh -c "! printf '%s\n' \"\$1\" | grep -q 'kept'" sh "$purge_out"
+check "no unit symlinks left" sh -c "! find /etc/systemd/system -name 'apnsd.*' | grep -q ."
 
 if [ $fail -ne 0 ]; then echo "test-deb: FAILED" >&2; exit 1; fi
 echo "test-deb: all checks passed"

@@ -77,6 +77,7 @@ if [ "$(id -u)" -eq 0 ] && [ "${SKIP_DEB:-}" != 1 ]; then
   echo "== .deb: build, install, check, purge"
   deb=$(packaging/build-deb.sh)
   packaging/test-deb.sh "$deb"
+  packaging/lintian.sh "$deb"
 else
   echo "== .deb: skipped (needs root; CI runs it)"
 fi
