@@ -34,10 +34,14 @@ func TestDefault(t *testing.T) {
 		LogLevel:        "info",
 		LogFormat:       "auto",
 		Socket: SocketConfig{
-			Path:              "/run/apnsd/apnsd.sock",
-			Mode:              0o660,
-			MaxLineBytes:      65536,
-			MaxPendingPerConn: 1024,
+			Path:                 "/run/apnsd/apnsd.sock",
+			Mode:                 0o660,
+			MaxLineBytes:         65536,
+			MaxPendingPerConn:    1024,
+			MaxConnections:       512,
+			MaxConnectionsPerUID: 128,
+			IdleTimeout:          2 * time.Minute,
+			LineTimeout:          10 * time.Second,
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -155,7 +159,8 @@ default_env = "sandbox"
 		t.Errorf("top level = %+v", c)
 	}
 	wantSock := SocketConfig{Path: "/tmp/x.sock", Mode: 0o600, Group: "123", MaxLineBytes: 8192, MaxPendingPerConn: 1,
-		AllowUIDs: []int{0, 1000}, AllowGIDs: []int{4294967294}}
+		AllowUIDs: []int{0, 1000}, AllowGIDs: []int{4294967294},
+		MaxConnections: 512, MaxConnectionsPerUID: 128, IdleTimeout: 2 * time.Minute, LineTimeout: 10 * time.Second}
 	if !reflect.DeepEqual(c.Socket, wantSock) {
 		t.Errorf("Socket = %+v, want %+v", c.Socket, wantSock)
 	}

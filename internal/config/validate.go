@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apnsd/apnsd/internal/apns"
 )
@@ -86,12 +87,24 @@ func (c *Config) Validate() error {
 	for _, l := range []struct {
 		field string
 		ids   []int
-	}{{"socket.allow_uids", s.AllowUIDs}, {"socket.allow_gids", s.AllowGIDs}} {
+	}{{"socket.allow_uids", s.AllowUIDs}, {"socket.allow_gids", s.AllowGIDs}, {"socket.admin_uids", s.AdminUIDs}, {"socket.admin_gids", s.AdminGIDs}} {
 		for i, id := range l.ids {
-			if id < 0 || id > 1<<32-2 {
+			if !validID(id) {
 				p.top(fmt.Sprintf("%s[%d]", l.field, i), "must be an id between 0 and 4294967294, got %d", id)
 			}
 		}
+	}
+	if s.MaxConnections < 1 {
+		p.top("socket.max_connections", "must be at least 1, got %d", s.MaxConnections)
+	}
+	if s.MaxConnectionsPerUID < 1 || s.MaxConnectionsPerUID > s.MaxConnections {
+		p.top("socket.max_connections_per_uid", "must be between 1 and socket.max_connections (%d), got %d", s.MaxConnections, s.MaxConnectionsPerUID)
+	}
+	if s.IdleTimeout < time.Second {
+		p.top("socket.idle_timeout", "must be at least 1s, got %s", s.IdleTimeout)
+	}
+	if s.LineTimeout < 100*time.Millisecond {
+		p.top("socket.line_timeout", "must be at least 100ms, got %s", s.LineTimeout)
 	}
 
 	if len(c.Apps) == 0 {
@@ -117,6 +130,16 @@ func (a *AppConfig) validate(p *problems, i int) {
 	}
 	if !bundleIDRE.MatchString(a.Topic) {
 		add("topic", "must be a bundle id (letters, digits, '-' and '.'), got %q", a.Topic)
+	}
+	for _, l := range []struct {
+		field string
+		ids   []int
+	}{{"allow_uids", a.AllowUIDs}, {"allow_gids", a.AllowGIDs}} {
+		for j, id := range l.ids {
+			if !validID(id) {
+				add(fmt.Sprintf("%s[%d]", l.field, j), "must be an id between 0 and 4294967294, got %d", id)
+			}
+		}
 	}
 	if a.Sandbox == nil && a.Production == nil {
 		add("", "no environment configured; add [apps.sandbox] and/or [apps.production]")
@@ -221,3 +244,7 @@ func checkEndpoint(s, slot string) string {
 	}
 	return ""
 }
+
+// validID reports whether id can be a uid or gid (0 to 2^32-2; 2^32-1 is
+// the kernel's "no id").
+func validID(id int) bool { return id >= 0 && id <= 1<<32-2 }

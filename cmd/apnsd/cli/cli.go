@@ -291,7 +291,7 @@ func (p *process) serve() int {
 // reload is SIGHUP's reload.
 func (p *process) reload() {
 	p.log.Info("SIGHUP: reloading")
-	rep, err := p.d.Reload(context.Background())
+	rep, err := p.d.Reload(context.Background(), nil)
 	if err != nil {
 		p.log.Error("reload failed", "err", err)
 	} else if len(rep.Reloaded) == 0 {
