@@ -43,7 +43,7 @@ type Op struct {
 // them. A request without "op" is a send.
 var Ops = []Op{
 	{Name: "send", Perm: Public, handle: (*Server).opSend},
-	{Name: "ping", Perm: Public, handle: async((*Server).opPing)},
+	{Name: "ping", Perm: Public, handle: now((*Server).opPing)},
 	{Name: "status", Perm: Admin, handle: async((*Server).opStatus), limited: async((*Server).opHealth)},
 	{Name: "reload", Perm: Admin, handle: async((*Server).opReload)},
 }
@@ -62,6 +62,12 @@ func opNames() string {
 		names[i] = op.Name
 	}
 	return strings.Join(names, ", ")
+}
+
+// now runs a handler that answers at once, on the reader goroutine: its
+// answer is held encoded (a few dozen bytes) until written.
+func now(h func(s *Server, p *Peer, req *Request) *Response) func(*Server, *Peer, *Request) pending {
+	return func(s *Server, p *Peer, req *Request) pending { return answered(req.ID, h(s, p, req)) }
 }
 
 // async runs a handler that may block in its own goroutine.

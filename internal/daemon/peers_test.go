@@ -1,0 +1,346 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apnsd/apnsd/internal/apnstest"
+	"github.com/apnsd/apnsd/internal/ipc"
+)
+
+// Other users are played by testdata/peerclient run through setpriv, so
+// these tests need root (as the daemon has in production).
+
+const (
+	nobody  = 65534
+	otherID = 65533
+)
+
+var (
+	peerOnce sync.Once
+	peerPath string
+	peerErr  error
+)
+
+// peerClient builds testdata/peerclient where every user can run it.
+func peerClient(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("these tests play other users with setpriv and need root (run them as root, as scripts/test.sh does)")
+	}
+	peerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "apnsd-peer")
+		if err != nil {
+			peerErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		peerPath = filepath.Join(dir, "peerclient")
+		out, err := exec.Command("go", "build", "-o", peerPath, "./testdata/peerclient").CombinedOutput()
+		if err != nil {
+			peerErr = fmt.Errorf("building testdata/peerclient: %v\n%s", err, out)
+		}
+	})
+	if peerErr != nil {
+		t.Fatal(peerErr)
+	}
+	return peerPath
+}
+
+// asUser is a command running peerclient args as uid/gid with groups.
+func asUser(t *testing.T, uid, gid int, groups []int, args ...string) *exec.Cmd {
+	t.Helper()
+	bin := peerClient(t)
+	g := "--clear-groups"
+	if len(groups) > 0 {
+		s := make([]string, len(groups))
+		for i, x := range groups {
+			s[i] = strconv.Itoa(x)
+		}
+		g = "--groups=" + strings.Join(s, ",")
+	}
+	return exec.Command("setpriv", append([]string{"--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), g, "--", bin}, args...)...)
+}
+
+// peerDo runs one connection as uid/gid, sending lines, and returns the
+// answers.
+func peerDo(t *testing.T, sock string, uid, gid int, groups []int, lines ...string) []map[string]any {
+	t.Helper()
+	out, err := asUser(t, uid, gid, groups, append([]string{"do", sock}, lines...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("peerclient as uid %d: %v\n%s", uid, err, out)
+	}
+	var ms []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("peerclient as uid %d: %q is not an answer (%s)", uid, l, out)
+		}
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// openHarness is a harness whose socket every user may reach (mode 0666 in
+// a 0755 directory), so that the daemon's own checks are what decides.
+func openHarness(t *testing.T, o harnessOpts) *harness {
+	t.Helper()
+	o.socket = "mode = \"0666\"\n" + o.socket
+	h := newHarness(t, o)
+	must(t, os.Chmod(h.dir, 0o755))
+	return h
+}
+
+func TestAllowListRefusesOthers(t *testing.T) {
+	h := openHarness(t, harnessOpts{socket: "allow_uids = [4242]\nallow_gids = [4243]"})
+	ping := `{"op":"ping"}`
+	// Another uid, not in the lists: refused at connect, the uid named.
+	out, _ := asUser(t, nobody, nobody, nil, "do", h.sock, ping).CombinedOutput()
+	var r ipc.Response
+	if err := json.Unmarshal([]byte(strings.SplitN(string(out), "\n", 2)[0]), &r); err != nil || r.Error != ipc.CodeForbidden || !strings.Contains(r.Message, "uid 65534") {
+		t.Fatalf("got %q, want one forbidden line naming the uid", out)
+	}
+	if h.sandbox.Count() != 0 {
+		t.Error("a refused peer reached APNs")
+	}
+	// The same uid with 4243 as a supplementary group (usermod -aG):
+	// allowed, from the kernel's record (SO_PEERGROUPS), not /proc.
+	if m := peerDo(t, h.sock, nobody, nobody, []int{100, 4243}, ping)[0]; m["pong"] != true {
+		t.Errorf("supplementary group 4243: %v, want pong", m)
+	}
+	// Its uid in allow_uids.
+	if m := peerDo(t, h.sock, 4242, nobody, nil, ping)[0]; m["pong"] != true {
+		t.Errorf("uid 4242: %v, want pong", m)
+	}
+	// Root and apnsd's own uid pass although they are not listed
+	// (systemctl reload runs apnsctl reload as apnsd's user).
+	if m := peerDo(t, h.sock, 0, 0, nil, ping)[0]; m["pong"] != true {
+		t.Errorf("root: %v, want pong", m)
+	}
+	// In-process (the daemon's own pid) is let through.
+	if m := h.dial().do(ping); m["pong"] != true {
+		t.Errorf("own probe refused: %v", m)
+	}
+	if !peerAllowed(&ipc.Peer{UID: 5, GID: 4243}, []int{4242}, []int{4243}) || peerAllowed(&ipc.Peer{UID: 5, GID: 5}, []int{4242}, nil) || !peerAllowed(&ipc.Peer{UID: 5}, nil, nil) {
+		t.Error("peerAllowed rules")
+	}
+}
+
+func TestAdminOps(t *testing.T) {
+	h := openHarness(t, harnessOpts{socket: fmt.Sprintf("admin_uids = [%d]\nadmin_gids = [4250]", otherID)})
+	status, reload := `{"op":"status","id":1}`, `{"op":"reload","id":2}`
+	// Anyone: ping, and status in its health form only; reload refused.
+	ms := peerDo(t, h.sock, nobody, nobody, nil, `{"op":"ping"}`, status, reload)
+	if ms[0]["pong"] != true {
+		t.Errorf("ping: %v", ms[0])
+	}
+	if ms[1]["ok"] != true || ms[1]["health"] == nil || ms[1]["apps"] != nil || ms[1]["config"] != nil {
+		t.Errorf("status as nobody: %v, want ok with health only", ms[1])
+	}
+	wantErr(t, ms[2], ipc.CodeForbidden)
+	// 300 refused reloads cost one log line a minute, not 300 (checked in
+	// TestRefusalsAggregated); here: they did not reload.
+	// An admin uid, and a member of an admin group: the full status, reload.
+	for _, who := range []struct {
+		uid    int
+		groups []int
+	}{{otherID, nil}, {nobody, []int{4250}}, {0, nil}} {
+		ms := peerDo(t, h.sock, who.uid, nobody, who.groups, status, reload)
+		if ms[0]["ok"] != true || ms[0]["apps"] == nil || ms[0]["config"] == nil {
+			t.Errorf("status as uid %d groups %v: %v, want the full status", who.uid, who.groups, ms[0])
+		}
+		if ms[1]["ok"] != true {
+			t.Errorf("reload as uid %d groups %v: %v", who.uid, who.groups, ms[1])
+		}
+	}
+}
+
+func TestAppAuthorization(t *testing.T) {
+	h := openHarness(t, harnessOpts{})
+	// The harness's one app, restricted to otherID and group 4251 by a
+	// config reload.
+	data, err := os.ReadFile(h.cfgPath)
+	must(t, err)
+	data = []byte(strings.Replace(string(data), "default_env = \"sandbox\"\n", fmt.Sprintf("default_env = \"sandbox\"\nallow_uids = [%d]\nallow_gids = [4251]\n", otherID), 1))
+	must(t, os.WriteFile(h.cfgPath, data, 0o644))
+	if _, err := h.d.Reload(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	send := func(extra string) string {
+		return `{"token":"aabbccdd","alert":"x","app":"app"` + extra + `}`
+	}
+	ms := peerDo(t, h.sock, nobody, nobody, nil, send(""))
+	wantErr(t, ms[0], ipc.CodeForbidden)
+	if !strings.Contains(ms[0]["message"].(string), `app "app"`) {
+		t.Errorf("message %q does not name the app", ms[0]["message"])
+	}
+	for _, who := range []struct {
+		uid    int
+		groups []int
+	}{{otherID, nil}, {nobody, []int{4251}}, {0, nil}} {
+		ms := peerDo(t, h.sock, who.uid, nobody, who.groups,
+			send(""),
+			send(`,"topic":"com.example.app"`),
+			send(`,"topic":"com.example.app.voip","push_type":"voip"`),
+			send(`,"topic":"com.example.other"`),
+			send(`,"topic":"com.example.app.voip"`), // suffix of another push type
+			send(`,"topic":"com.example.app.complication","push_type":"voip"`),
+		)
+		for i, want := range []string{"", "", "", ipc.CodeForbidden, ipc.CodeForbidden, ipc.CodeForbidden} {
+			if want == "" {
+				if ms[i]["ok"] != true {
+					t.Errorf("uid %d groups %v, send %d: %v, want ok", who.uid, who.groups, i, ms[i])
+				}
+				continue
+			}
+			wantErr(t, ms[i], want)
+		}
+	}
+	for _, r := range h.sandbox.Requests() {
+		if r.Topic != "com.example.app" && r.Topic != "com.example.app.voip" {
+			t.Errorf("a foreign topic reached APNs: %q", r.Topic)
+		}
+	}
+}
+
+// holdAs starts peerclient hold as uid and returns how many connections it
+// holds; they stay open until the test ends.
+func holdAs(t *testing.T, sock string, uid, n int) int {
+	t.Helper()
+	cmd := asUser(t, uid, uid, nil, "hold", sock, strconv.Itoa(n))
+	stdin, err := cmd.StdinPipe()
+	must(t, err)
+	stdout, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("hold as uid %d: %v", uid, err)
+	}
+	var held int
+	if _, err := fmt.Sscanf(line, "held %d", &held); err != nil {
+		t.Fatalf("hold as uid %d: %q", uid, line)
+	}
+	return held
+}
+
+func TestConnectionLimits(t *testing.T) {
+	h := openHarness(t, harnessOpts{socket: "max_connections = 60\nmax_connections_per_uid = 25"})
+	if got := holdAs(t, h.sock, nobody, 100); got != 25 {
+		t.Errorf("uid %d holds %d connections, want the per-uid cap 25", nobody, got)
+	}
+	// A well-behaved client of another uid is answered at once.
+	start := time.Now()
+	if m := peerDo(t, h.sock, otherID, otherID, nil, `{"op":"ping"}`)[0]; m["pong"] != true {
+		t.Errorf("uid %d while uid %d holds its maximum: %v", otherID, nobody, m)
+	}
+	t.Logf("another uid answered in %s while uid %d holds 25 connections", time.Since(start).Round(time.Millisecond), nobody)
+	// Two more users fill the global cap: 25 + 25 + 10.
+	holdAs(t, h.sock, 65532, 100)
+	if got := holdAs(t, h.sock, 65531, 100); got != 10 {
+		t.Errorf("third uid holds %d, want the 10 left under max_connections 60", got)
+	}
+	out, _ := asUser(t, 65530, 65530, nil, "do", h.sock, `{"op":"ping"}`).CombinedOutput()
+	if !strings.Contains(string(out), `"error":"unavailable"`) || !strings.Contains(string(out), "max_connections") {
+		t.Errorf("a connection beyond max_connections got %q, want unavailable naming the setting", out)
+	}
+	// APNs connections are not client connections: they still redial.
+	h.sandbox.DropConnections()
+	c := h.dial() // the daemon's own process is exempt from the caps
+	if m := c.do(`{"token":"aabbccdd","alert":"after redial"}`); m["ok"] != true {
+		t.Errorf("send after the APNs connection dropped, with every client slot taken: %v", m)
+	}
+}
+
+func TestConnLimitsKeepFDsForAPNs(t *testing.T) {
+	h := openHarness(t, harnessOpts{})
+	cfg := h.d.current().cfg
+	var old syscall.Rlimit
+	must(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old))
+	low := old
+	low.Cur = 200
+	must(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low))
+	var buf strings.Builder
+	maxConns, perUID := connLimits(cfg, slog.New(slog.NewTextHandler(&buf, nil)))
+	must(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old))
+	if want := 200 - fdReserve(cfg); maxConns != want || perUID != min(cfg.Socket.MaxConnectionsPerUID, want) {
+		t.Errorf("with RLIMIT_NOFILE 200: limits %d/%d, want %d (reserve %d)", maxConns, perUID, want, fdReserve(cfg))
+	}
+	if !strings.Contains(buf.String(), "max_connections lowered") {
+		t.Errorf("no log line about the lowered limit: %q", buf.String())
+	}
+	if maxConns, _ := connLimits(cfg, slog.New(slog.DiscardHandler)); maxConns != cfg.Socket.MaxConnections {
+		t.Errorf("with RLIMIT_NOFILE %d: max_connections %d, want the configured %d", old.Cur, maxConns, cfg.Socket.MaxConnections)
+	}
+}
+
+func TestIdleAndLineTimeouts(t *testing.T) {
+	h := openHarness(t, harnessOpts{socket: "idle_timeout = \"1s\"\nline_timeout = \"500ms\""})
+	closedWithin := func(c net.Conn, within time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(within))
+		_, err := io.Copy(io.Discard, c)
+		return err == nil // EOF: apnsd closed it
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("unix", h.sock)
+		must(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// Idle: closed after about a second.
+	start := time.Now()
+	if !closedWithin(dial(), 15*time.Second) {
+		t.Error("an idle connection was not closed")
+	}
+	t.Logf("idle connection closed after %s (idle_timeout 1s)", time.Since(start).Round(time.Millisecond))
+	// A partial line: closed after the line timeout although bytes keep
+	// trickling in (one every 100 ms; the idle timeout alone would never
+	// fire).
+	slow := dial()
+	go func() {
+		for range 200 {
+			if _, err := slow.Write([]byte("x")); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	start = time.Now()
+	if !closedWithin(slow, 15*time.Second) {
+		t.Error("a connection trickling a line was not closed")
+	}
+	t.Logf("trickling connection closed after %s (line_timeout 500ms)", time.Since(start).Round(time.Millisecond))
+	// An answer owed keeps the connection open past the idle timeout.
+	h.setResponders(func(*apnstest.Request) apnstest.Reply { return apnstest.Reply{Delay: 3 * time.Second} })
+	busy := h.dial()
+	start = time.Now()
+	if m := busy.do(`{"token":"aabbccdd","alert":"slow"}`); m["ok"] != true {
+		t.Errorf("a send answered after 3s on a connection with a 1s idle timeout: %v", m)
+	}
+	if time.Since(start) < 2*time.Second {
+		t.Errorf("the stand-in answered in %s, the test needs 3s", time.Since(start))
+	}
+	// Lines keep a connection alive: one ping every 300 ms for 2 s.
+	live := h.dial()
+	for range 7 {
+		if m := live.do(`{"op":"ping"}`); m["pong"] != true {
+			t.Fatalf("ping: %v", m)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
