@@ -344,3 +344,152 @@ func TestIdleAndLineTimeouts(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 }
+
+// runBinary starts the real apnsd (built from cmd/apnsd) for h's stand-ins
+// with extra [socket] TOML, through prefix (e.g. prlimit), and waits until
+// it answers. It is killed when the test ends.
+func runBinary(t *testing.T, h *harness, socket string, prefix ...string) (sock string, pid int, logs *syncBuffer) {
+	t.Helper()
+	bin := buildApnsd(t)
+	sock = filepath.Join(h.dir, "b.sock")
+	cfg := fmt.Sprintf(`request_timeout = "30s"
+[socket]
+path = %q
+mode = "0666"
+%s
+[[apps]]
+name = "app"
+topic = "com.example.app"
+default_env = "sandbox"
+  [apps.sandbox]
+  cert_file = "sb.crt"
+  key_file = "sb.key"
+  endpoint = %q
+  ca_file = "ca.pem"
+`, sock, socket, h.sandbox.URL)
+	cfgPath := filepath.Join(h.dir, "bin.toml")
+	must(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
+	logs = &syncBuffer{}
+	args := append(append([]string(nil), prefix...), bin, "-config", cfgPath, "-log-format", "text")
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stderr, cmd.Stdout = logs, logs
+	must(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r, err := (&ipc.Client{Socket: sock}).Do(ctx, map[string]any{"op": "ping"})
+		cancel()
+		if err == nil && r.OK {
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("apnsd exited: %s", logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("apnsd did not answer: %v\n%s", err, logs.String())
+		}
+	}
+	return sock, cmd.Process.Pid, logs
+}
+
+// TestStarvationRealBinary is the attack of issue 12 against the real
+// binary with its default limits and an fd limit of 1024: another user
+// opens 2,000 connections; root's send is still answered at once, and an
+// APNs connection that drops is redialed.
+func TestStarvationRealBinary(t *testing.T) {
+	h := openHarness(t, harnessOpts{})
+	sock, _, logs := runBinary(t, h, "", "prlimit", "--nofile=1024:1024", "--")
+	held := holdAs(t, sock, nobody, 2000)
+	if held != 128 {
+		t.Errorf("uid %d holds %d connections, want the default per-uid cap 128", nobody, held)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := (&ipc.Client{Socket: sock}).Do(ctx, map[string]any{"token": "aabbccdd", "alert": "root"})
+	if err != nil || !r.OK {
+		t.Fatalf("root's send while uid %d holds %d connections: %v %+v", nobody, held, err, r)
+	}
+	t.Logf("root's send answered in %s while uid %d holds %d connections", time.Since(start).Round(time.Millisecond), nobody, held)
+	for i := range 3 {
+		h.sandbox.DropConnections()
+		r, err := (&ipc.Client{Socket: sock}).Do(ctx, map[string]any{"token": "aabbccdd", "alert": "after drop"})
+		if err != nil || !r.OK {
+			t.Fatalf("send %d after the APNs connection dropped: %v %+v\n%s", i, err, r, logs.String())
+		}
+	}
+	if n := strings.Count(logs.String(), "connection limit reached"); n > 3 {
+		t.Errorf("%d log lines for refused connections, want them aggregated:\n%s", n, logs.String())
+	}
+}
+
+func rssKB(t *testing.T, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	must(t, err)
+	for _, l := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.Fields(rest)[0])
+			return kb
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestMemoryPerConnection: 500 connections that write requests and never
+// read their answers. Memory grows by a bounded amount per connection, the
+// connections are cut once they have not read for idle_timeout, and the
+// memory is returned after they close. The numbers are printed.
+func TestMemoryPerConnection(t *testing.T) {
+	h := openHarness(t, harnessOpts{})
+	sock, pid, _ := runBinary(t, h, "max_connections = 600\nmax_connections_per_uid = 600\nidle_timeout = \"5s\"")
+	before := rssKB(t, pid)
+	for _, line := range []string{`{"op":"ping","id":"a-long-enough-request-id-to-count"}`, `{"token":"aa","alert":"x","wait":false,"app":"nope"}`} {
+		cmd := asUser(t, nobody, nobody, nil, "flood", sock, "500", line)
+		stdin, err := cmd.StdinPipe()
+		must(t, err)
+		stdout, err := cmd.StdoutPipe()
+		must(t, err)
+		must(t, cmd.Start())
+		if l, _ := bufio.NewReader(stdout).ReadString('\n'); !strings.HasPrefix(l, "flooding") {
+			t.Fatalf("flood: %q", l)
+		}
+		peak := 0
+		for range 8 {
+			time.Sleep(500 * time.Millisecond)
+			peak = max(peak, rssKB(t, pid))
+		}
+		stdin.Close()
+		cmd.Wait()
+		// Closed by the clients; give the runtime time to return memory.
+		after := 0
+		for range 40 {
+			time.Sleep(500 * time.Millisecond)
+			if after = rssKB(t, pid); after < before+(peak-before)/3 {
+				break
+			}
+		}
+		perConn := (peak - before) / 500
+		t.Logf("%s: RSS before %d MB, during 500 non-reading connections %d MB (%d KB per connection), after they closed %d MB",
+			line[:20], before>>10, peak>>10, perConn, after>>10)
+		if perConn > 256 {
+			t.Errorf("%d KB per connection: want at most 256", perConn)
+		}
+		if after > before+(peak-before)/2+8<<10 {
+			t.Errorf("RSS %d MB after the connections closed (before %d MB, peak %d MB): not returned", after>>10, before>>10, peak>>10)
+		}
+	}
+}
