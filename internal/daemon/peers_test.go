@@ -493,3 +493,78 @@ func TestMemoryPerConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestListenUnixRace: in a world-writable directory, an attacker swaps the
+// socket path for a symlink to a root-owned 0600 file as fast as it can
+// while apnsd starts again and again. The file's mode and group never
+// change, and every start gives a socket with the wanted mode.
+func TestListenUnixRace(t *testing.T) {
+	dir := shortTempDir(t)
+	must(t, os.Chmod(dir, 0o777)) // world-writable, no sticky bit
+	target := filepath.Join(shortTempDir(t), "secret")
+	must(t, os.WriteFile(target, []byte("x"), 0o600))
+	path := filepath.Join(dir, "apnsd.sock")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the attacker
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// As soon as a socket shows up: swap it for a symlink.
+			if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+				os.Remove(path)
+				os.Symlink(target, path)
+			}
+		}
+	}()
+	starts := 0
+	for range 60 {
+		os.Remove(path) // what the attacker left
+		l, err := ListenUnix(path, 0o666, "100")
+		if err != nil {
+			continue // the attacker's symlink was in the way: refused, fine
+		}
+		starts++
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 && fi.Mode().Perm() != 0o666 {
+			t.Errorf("socket mode %v, want 0666", fi.Mode().Perm())
+		}
+		l.Close()
+	}
+	close(stop)
+	wg.Wait()
+	fi, err := os.Stat(target)
+	must(t, err)
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o600 || st.Gid != 0 {
+		t.Errorf("the attacker's target is now %v gid %d, want 0600 gid 0", fi.Mode().Perm(), st.Gid)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".apnsd-") {
+			t.Errorf("private directory %s left behind", e.Name())
+		}
+	}
+	t.Logf("%d of 60 starts got their socket while the attacker raced", starts)
+	// Without the attacker: the socket has the mode and group, and Close
+	// removes it.
+	os.Remove(path)
+	l, err := ListenUnix(path, 0o660, "100")
+	must(t, err)
+	fi, err = os.Lstat(path)
+	must(t, err)
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 || fi.Sys().(*syscall.Stat_t).Gid != 100 {
+		t.Errorf("socket %v gid %d, want a 0660 socket of group 100", fi.Mode(), fi.Sys().(*syscall.Stat_t).Gid)
+	}
+	if got := l.Addr().String(); got != path {
+		t.Errorf("listener address %q, want %q", got, path)
+	}
+	l.Close()
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("socket not removed by Close: %v", err)
+	}
+}
