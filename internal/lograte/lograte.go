@@ -1,6 +1,3 @@
-// Package lograte aggregates repeated log lines: the first of a kind is
-// logged at once, the repeats within an interval are counted and logged as
-// one line with the count.
 package lograte
 
 import (
