@@ -593,3 +593,22 @@ topic = "com.example.shop"
 		t.Errorf("got %+v", got)
 	}
 }
+
+func TestCredentialsDirectoryUnset(t *testing.T) {
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	_, err := Parse([]byte(`
+[[apps]]
+name = "shop"
+topic = "com.example.shop"
+  [apps.production]
+  cert_file = "${CREDENTIALS_DIRECTORY}/shop.pem"
+`), "/etc/apnsd/apnsd.toml")
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "/etc/apnsd/${CREDENTIALS_DIRECTORY}") || !strings.Contains(msg, "production.cert_file") ||
+		!strings.Contains(msg, "which is not set") || !strings.Contains(msg, "CREDENTIALS_DIRECTORY=") {
+		t.Errorf("error %q: want it to say the variable is not set and how to set it, with the path as written", msg)
+	}
+}

@@ -352,8 +352,8 @@ func (fe *fileEnv) config(name, endpoint, dir string) *EnvConfig {
 
 func resolve(dir, p string) string {
 	p = expandCredentialsDir(p)
-	if p == "" || filepath.IsAbs(p) {
-		return p
+	if p == "" || filepath.IsAbs(p) || UsesUnsetCredentialsDir(p) {
+		return p // unexpanded: left as written for Validate's message
 	}
 	return filepath.Join(dir, p)
 }
@@ -361,8 +361,8 @@ func resolve(dir, p string) string {
 // expandCredentialsDir replaces $CREDENTIALS_DIRECTORY or
 // ${CREDENTIALS_DIRECTORY} in a file path with the directory systemd's
 // LoadCredential= fills (it sets that variable for the service). When the
-// variable is not set the path is left as written, so the error about the
-// missing file shows what was meant.
+// variable is not set the path is left as written, and Validate says the
+// variable is not set and how to set it.
 func expandCredentialsDir(p string) string {
 	dir := os.Getenv("CREDENTIALS_DIRECTORY")
 	if dir == "" || !strings.Contains(p, "CREDENTIALS_DIRECTORY") {

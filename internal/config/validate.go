@@ -171,6 +171,44 @@ func (a *AppConfig) validate(p *problems, i int) {
 			slot.env.validate(p, i, a, slot.name)
 		}
 	}
+	for field, path := range a.files() {
+		if UsesUnsetCredentialsDir(path) {
+			add(field, "%s", credentialsDirUnset(path))
+		}
+	}
+}
+
+// files returns the app's file paths by field ("token.key_file",
+// "sandbox.cert_file", ...), the empty ones left out.
+func (a *AppConfig) files() map[string]string {
+	m := map[string]string{}
+	if a.Token != nil && a.Token.KeyFile != "" {
+		m["token.key_file"] = a.Token.KeyFile
+	}
+	for _, e := range []*EnvConfig{a.Sandbox, a.Production} {
+		if e == nil {
+			continue
+		}
+		for k, v := range map[string]string{"cert_file": e.Cert.CertFile, "key_file": e.Cert.KeyFile, "p12_file": e.Cert.P12File,
+			"p12_password_file": e.Cert.P12PasswordFile, "ca_file": e.CAFile} {
+			if v != "" {
+				m[e.Name+"."+k] = v
+			}
+		}
+	}
+	return m
+}
+
+// UsesUnsetCredentialsDir reports whether path names $CREDENTIALS_DIRECTORY
+// (or ${CREDENTIALS_DIRECTORY}) while the variable is not set, so that it
+// could not be expanded.
+func UsesUnsetCredentialsDir(path string) bool {
+	return strings.Contains(path, "$CREDENTIALS_DIRECTORY") || strings.Contains(path, "${CREDENTIALS_DIRECTORY}")
+}
+
+func credentialsDirUnset(path string) string {
+	return fmt.Sprintf("%q uses $CREDENTIALS_DIRECTORY, which is not set: systemd sets it for a unit with LoadCredential= (docs/systemd.md); "+
+		"outside the unit, set it to the directory holding the files, e.g. CREDENTIALS_DIRECTORY=/etc/apnsd/private apnsd -check", path)
 }
 
 func (e *EnvConfig) validate(p *problems, i int, a *AppConfig, slot string) {
