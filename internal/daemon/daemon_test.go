@@ -47,6 +47,8 @@ type harnessOpts struct {
 	// sandboxFiles overrides how the sandbox credential is configured
 	// (TOML lines); the files are the test's to write.
 	sandboxFiles string
+	// logger, if set, is the daemon's logger.
+	logger *slog.Logger
 }
 
 // harnessInit, when set, lays out extra credential files before the daemon
@@ -130,6 +132,9 @@ default_env = "sandbox"
 	var log *slog.Logger
 	if os.Getenv("APNSD_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if o.logger != nil {
+		log = o.logger
 	}
 	h.d = startDaemon(t, c, Options{watch: o.watch, Logger: log})
 	return h

@@ -20,6 +20,7 @@ import (
 
 	"github.com/apnsd/apnsd/internal/apnstest"
 	"github.com/apnsd/apnsd/internal/ipc"
+	"github.com/apnsd/apnsd/internal/pki"
 )
 
 // Other users are played by testdata/peerclient run through setpriv, so
@@ -567,4 +568,52 @@ func TestListenUnixRace(t *testing.T) {
 	if _, err := os.Lstat(path); !os.IsNotExist(err) {
 		t.Errorf("socket not removed by Close: %v", err)
 	}
+}
+
+// lazyFile is an io.Writer appending to a file named once the harness
+// directory exists.
+type lazyFile struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func (l *lazyFile) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return len(p), nil
+	}
+	return l.f.Write(p)
+}
+
+// TestWatcherIgnoresItsOwnLog: with log_level debug and the log file in a
+// watched credential directory, the watcher does not feed on its own log;
+// a real credential change is still picked up.
+func TestWatcherIgnoresItsOwnLog(t *testing.T) {
+	lf := &lazyFile{}
+	var logPath string
+	log := slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h := newHarnessWithInit(t, harnessOpts{watch: fastWatch, logger: log}, func(h *harness, _ *pki.Issued) {
+		logPath = filepath.Join(h.dir, "apnsd.log")
+		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		must(h.t, err)
+		h.t.Cleanup(func() { f.Close() })
+		lf.mu.Lock()
+		lf.f = f
+		lf.mu.Unlock()
+	})
+	// Something else in the directory changes too.
+	must(t, os.WriteFile(filepath.Join(h.dir, "unrelated.txt"), []byte("x"), 0o644))
+	time.Sleep(2 * time.Second)
+	data, err := os.ReadFile(logPath)
+	must(t, err)
+	if n := strings.Count(string(data), "\n"); n > 30 {
+		t.Fatalf("%d log lines in 2 s of an idle daemon: the watcher feeds on its log:\n%.2000s", n, data)
+	}
+	if strings.Contains(string(data), "unrelated.txt") || strings.Contains(string(data), "apnsd.log") {
+		t.Errorf("events for files that are not credentials were logged:\n%s", data)
+	}
+	next := h.newSandboxCert()
+	must(t, next.WriteFiles(filepath.Join(h.dir, "sb.crt"), filepath.Join(h.dir, "sb.key")))
+	h.waitPresents(h.dial(), next.Cert)
 }
