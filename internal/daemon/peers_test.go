@@ -617,3 +617,20 @@ func TestWatcherIgnoresItsOwnLog(t *testing.T) {
 	must(t, next.WriteFiles(filepath.Join(h.dir, "sb.crt"), filepath.Join(h.dir, "sb.key")))
 	h.waitPresents(h.dial(), next.Cert)
 }
+
+// Environments never used: a shutdown logs no warning about their
+// connections.
+func TestShutdownWithoutWarnings(t *testing.T) {
+	var logs syncBuffer
+	h := newHarness(t, harnessOpts{logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	waitFor(t, func() bool {
+		st := h.d.Status()
+		return st.Apps[0].Envs[0].State == "up" && st.Apps[0].Envs[1].State == "up"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.d.Shutdown(ctx)
+	if strings.Contains(logs.String(), "level=WARN") || strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a shutdown of an unused daemon warned:\n%s", logs.String())
+	}
+}

@@ -192,6 +192,9 @@ func loadConfig(f flags, stdout, stderr io.Writer) (cfg *config.Config, cleanup 
 
 // check is apnsd -check: every credential the config names must load.
 func check(cfg *config.Config, stdout, stderr io.Writer) int {
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "apnsd: warning: %s\n", w)
+	}
 	if err := cfg.CheckFiles(time.Now()); err != nil {
 		fmt.Fprintf(stderr, "apnsd: %v\n", err)
 		return ExitConfig
