@@ -669,7 +669,6 @@ func TestUnregisteredFileAndAllowList(t *testing.T) {
 	}
 }
 
-
 func TestSocketGroup(t *testing.T) {
 	dir := shortTempDir(t)
 	for _, group := range []string{"0", "root"} {
