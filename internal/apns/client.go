@@ -54,6 +54,14 @@ type ClientOptions struct {
 	// QueueSize bounds the requests waiting for a stream; Enqueue returns
 	// ErrQueueFull beyond it (default 131072).
 	QueueSize int
+	// RetryRefusedStream makes the client send a request again by itself
+	// (at the front of the queue, up to 5 times) when APNs resets its
+	// stream with REFUSED_STREAM, which means it was not processed.
+	// Otherwise the request completes with a *ConnError wrapping
+	// ErrRefusedStream and the caller decides (the daemon's retry loop,
+	// which counts and paces retries, does). Requests above a GOAWAY's
+	// last stream id are always sent again by the client.
+	RetryRefusedStream bool
 	// DialContext, when set, replaces the TCP dialer (tests).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives connection events; nil discards them.
@@ -71,6 +79,10 @@ var ErrUnavailable = errors.New("no working connection to APNs")
 
 // ErrClosed is returned by Send after Close.
 var ErrClosed = errors.New("apns client closed")
+
+// ErrRefusedStream is wrapped in the *ConnError of a request APNs reset
+// with REFUSED_STREAM: it was not processed, so sending it again is safe.
+var ErrRefusedStream = errors.New("APNs refused the stream unprocessed (REFUSED_STREAM); safe to send again")
 
 // ErrQueueFull is returned by Enqueue when QueueSize requests are waiting.
 var ErrQueueFull = errors.New("apns client queue full")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,6 +119,10 @@ func (cl *Client) dialConn(ctx context.Context) (*conn, error) {
 	tc := tls.Client(raw, cl.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
+		if strings.Contains(err.Error(), "no application protocol") {
+			// The server refused our only protocol, h2 (RFC 7301 alert).
+			return nil, fmt.Errorf("TLS handshake with %s: %w (%v)", cl.addr, errNoH2, err)
+		}
 		return nil, fmt.Errorf("TLS handshake with %s: %w", cl.addr, err)
 	}
 	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
@@ -163,7 +168,7 @@ func newConn(cl *Client, nc net.Conn) *conn {
 		maxID:     cl.maxStreamID,
 		accepting: true,
 		// RFC 9113 defaults until the server's SETTINGS arrive.
-		peerMaxConc: 100, peerInitWin: 65535, peerMaxFrame: 16384, sendWin: 65535,
+		peerMaxConc: 1000, peerInitWin: 65535, peerMaxFrame: 16384, sendWin: 65535,
 		wb: &writeBuf{b: make([]byte, 0, 4096)}, spare: &writeBuf{b: make([]byte, 0, 4096)},
 	}
 	c.lastRecv.Store(time.Now().UnixNano())
@@ -718,7 +723,10 @@ func (c *conn) handle(f http2.Frame, done []doneItem) ([]doneItem, error) {
 		delete(c.streams, s.id)
 		if f.ErrCode == http2.ErrCodeRefusedStream {
 			// Not processed by the server: safe to send again.
-			return c.cl.requeue([]*call{s.k}, done), nil
+			if c.cl.o.RetryRefusedStream {
+				return c.cl.requeue([]*call{s.k}, done), nil
+			}
+			return append(done, doneItem{k: s.k, err: &ConnError{Err: ErrRefusedStream}}), nil
 		}
 		if f.ErrCode == http2.ErrCodeNo && s.status != 0 {
 			// The server answered and stopped reading our body: done.
