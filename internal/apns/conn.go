@@ -175,6 +175,7 @@ func newConn(cl *Client, nc net.Conn) *conn {
 	c.rfr = http2.NewFramer(nil, nc)
 	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rfr.MaxHeaderListSize = maxResponseHeaderBytes
+	c.rfr.SetReuseFrames() // frames are used only until the next ReadFrame
 	c.wfr = http2.NewFramer(c.wbProxy(), nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
@@ -650,6 +651,9 @@ func (c *conn) handle(f http2.Frame, done []doneItem) ([]doneItem, error) {
 			c.wfr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 			c.kick()
 			return append(done, doneItem{k: s.k, err: &ConnError{Err: fmt.Errorf("response headers exceed %d bytes; stream reset", maxResponseHeaderBytes)}}), nil
+		}
+		if s.hdrs == nil {
+			s.hdrs = make([]Header, 0, len(f.Fields))
 		}
 		for _, hf := range f.Fields {
 			if hf.Name == ":status" {

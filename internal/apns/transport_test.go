@@ -227,8 +227,8 @@ func benchSend(b *testing.B, c *Client, inFlight int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := c.Send(context.Background(), realisticNotification(0)); err != nil {
-		b.Fatal(err)
+	if res, err := c.Send(context.Background(), realisticNotification(0)); err != nil || res.StatusCode != 200 {
+		b.Fatal(res, err)
 	}
 	time.Sleep(warmUp)
 	reqs := make([]*Request, 1024)
@@ -264,8 +264,14 @@ func benchSend(b *testing.B, c *Client, inFlight int) {
 }
 
 // BenchmarkSendNghttpd: the client alone (nghttpd is another process).
+// nghttpd answers like APNs: 200, no body (an empty file per token).
 func BenchmarkSendNghttpd(b *testing.B) {
-	url, ca := nghttpd(b, b.TempDir())
+	dir := b.TempDir()
+	os.MkdirAll(filepath.Join(dir, "3", "device"), 0o755)
+	for i := range 1024 {
+		os.WriteFile(filepath.Join(dir, "3", "device", realisticNotification(i).DeviceToken), nil, 0o644)
+	}
+	url, ca := nghttpd(b, dir)
 	c, err := NewClient(ClientOptions{Endpoint: url, RootCAs: ca.Pool()})
 	if err != nil {
 		b.Fatal(err)
