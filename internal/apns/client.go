@@ -125,7 +125,8 @@ type Client struct {
 	live atomic.Pointer[[]*conn]
 
 	qmu sync.Mutex
-	// qmu guards q and qclosed. Lock order: conn.mu, then qmu.
+	// qmu guards q and qclosed. Lock order: mu, then conn.mu, then qmu;
+	// nothing else is locked under qmu.
 	q       ring
 	qclosed bool
 
@@ -462,6 +463,9 @@ func (c *Client) reap(now time.Time) {
 	}
 	var done []doneItem
 	var unavail error
+	if !up {
+		unavail = c.unavailable() // before qmu: c.mu is never taken under qmu
+	}
 	c.qmu.Lock()
 	if c.q.n > 0 {
 		done = c.q.filter(func(k *call) error {
@@ -473,9 +477,6 @@ func (c *Client) reap(now time.Time) {
 				err = context.DeadlineExceeded
 			}
 			if err == context.DeadlineExceeded {
-				if unavail == nil {
-					unavail = c.unavailable()
-				}
 				err = unavail
 			}
 			return err

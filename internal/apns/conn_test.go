@@ -1037,3 +1037,50 @@ func TestQueuedDeadline(t *testing.T) {
 		t.Errorf("server saw %d requests, want 2 (the expired one never sent)", seen.Load())
 	}
 }
+
+// TestSendCancelResetsStream: a Send whose context is cancelled while its
+// request is in flight returns at once, and the stream is reset.
+func TestSendCancelResetsStream(t *testing.T) {
+	checkNoLeak(t)
+	reset := make(chan http2.ErrCode, 1)
+	p := newPeer(t, func(pc *peerConn) {
+		if pc.handshake() != nil {
+			return
+		}
+		r := pc.reader(serveOpts{})
+		for {
+			ev, err := r.next()
+			if err != nil {
+				return
+			}
+			if f, ok := ev.frame.(*http2.RSTStreamFrame); ok {
+				reset <- f.ErrCode
+			}
+			// never answers
+		}
+	})
+	c := p.client(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for c.Status().InFlight == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	_, err := c.Do(ctx, testReq("abcd"))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	select {
+	case code := <-reset:
+		if code != http2.ErrCodeCancel {
+			t.Errorf("stream reset with %v, want CANCEL", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cancelled stream was not reset")
+	}
+	if st := c.Status(); st.InFlight != 0 || st.Queued != 0 {
+		t.Errorf("after the cancel: %+v", st)
+	}
+	c.Close()
+}
