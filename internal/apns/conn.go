@@ -338,6 +338,9 @@ func (c *conn) writeLoop() {
 			if out == nil || len(out.b) == 0 {
 				break
 			}
+			// A server that stops reading must not wedge the writer (and
+			// with it the PING health check): the write has PingTimeout.
+			c.nc.SetWriteDeadline(time.Now().Add(c.cl.o.PingTimeout))
 			_, err := c.nc.Write(out.b)
 			c.mu.Lock()
 			out.b = out.b[:0]

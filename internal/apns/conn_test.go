@@ -1084,3 +1084,50 @@ func TestSendCancelResetsStream(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestServerStopsReading: a server that never reads makes the writer's
+// TLS write block; the write deadline (PingTimeout) ends the connection and
+// every request is answered, none hangs.
+func TestServerStopsReading(t *testing.T) {
+	checkNoLeak(t)
+	stop := make(chan struct{})
+	p := newPeer(t, func(pc *peerConn) {
+		if pc.handshake(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1 << 20}) != nil {
+			return
+		}
+		<-stop // read nothing more
+	})
+	t.Cleanup(func() { close(stop) }) // runs before the peer's cleanup
+	c := p.client(t, func(o *ClientOptions) {
+		o.PingInterval = 100 * time.Millisecond
+		o.PingTimeout = 500 * time.Millisecond
+	})
+	// Warm the connection up is not possible (nothing is answered); wait
+	// out warmUp so the writer takes everything at once.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Status().Connections == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(warmUp + 100*time.Millisecond)
+	const n = 40000
+	rs := newResults(t, n)
+	pad := strings.Repeat("p", 400)
+	for i := range n {
+		r := &Request{Method: "GET", Path: "/x", Header: []Header{{Name: "x-pad", Value: pad, NeverIndex: true}}}
+		if err := c.Enqueue(r, time.Now().Add(20*time.Second), rs.done(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := rs.wait(30 * time.Second)
+	var connErrs int
+	for _, r := range got {
+		var ce *ConnError
+		if errors.As(r.err, &ce) {
+			connErrs++
+		}
+	}
+	if connErrs == 0 {
+		t.Errorf("no request failed with a connection error; the stuck write was not cut off")
+	}
+	c.Close()
+}
