@@ -1131,3 +1131,67 @@ func TestServerStopsReading(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestOneStreamUntilAnswered: a new connection carries one stream until it
+// has answered (Apple's rule for token auth), then as many as allowed.
+func TestOneStreamUntilAnswered(t *testing.T) {
+	var maxBefore, maxAfter atomic.Int32
+	p := newPeer(t, func(pc *peerConn) {
+		if pc.handshake(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 50}) != nil {
+			return
+		}
+		r := pc.reader(serveOpts{})
+		var open atomic.Int32
+		var firstAnswered atomic.Bool
+		answered := false
+		for {
+			ev, err := r.next()
+			if err != nil {
+				return
+			}
+			if ev.req == nil {
+				continue
+			}
+			n := open.Add(1)
+			if !answered {
+				maxBefore.Store(max(maxBefore.Load(), n))
+				answered = true
+				id := ev.req.id
+				go func() {
+					time.Sleep(200 * time.Millisecond) // < warmUp
+					open.Add(-1)
+					firstAnswered.Store(true)
+					pc.respond(id, 200, nil, nil)
+				}()
+				continue
+			}
+			if !firstAnswered.Load() {
+				maxBefore.Store(max(maxBefore.Load(), n))
+			}
+			maxAfter.Store(max(maxAfter.Load(), n))
+			id := ev.req.id
+			go func() {
+				time.Sleep(20 * time.Millisecond)
+				open.Add(-1)
+				pc.respond(id, 200, nil, nil)
+			}()
+		}
+	})
+	c := p.client(t, func(o *ClientOptions) { o.Authorization = func() (string, error) { return "bearer a.b.c", nil } })
+	const n = 200
+	rs := newResults(t, n)
+	for i := range n {
+		c.Enqueue(testReq("abcd"), time.Now().Add(20*time.Second), rs.done(i))
+	}
+	for i, r := range rs.wait(20 * time.Second) {
+		if r.err != nil {
+			t.Errorf("request %d: %v", i, r.err)
+		}
+	}
+	if maxBefore.Load() != 1 {
+		t.Errorf("%d streams open before the first answer, want 1", maxBefore.Load())
+	}
+	if maxAfter.Load() < 10 {
+		t.Errorf("at most %d streams open after the first answer, want many (limit 50)", maxAfter.Load())
+	}
+}
