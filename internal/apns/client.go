@@ -247,7 +247,7 @@ const (
 type call struct {
 	req      *Request
 	deadline time.Time // zero: none
-	enq      int64     // unix nanos when queued
+	enq      int64     // unix nanos when the reaper first saw it queued (0: not yet); qmu
 	done     func(*Response, error)
 	auth     string // authorization sent (set by the writer)
 	state    atomic.Int32
@@ -299,7 +299,7 @@ func (c *Client) Enqueue(r *Request, deadline time.Time, done func(*Response, er
 }
 
 func (c *Client) enqueue(r *Request, deadline time.Time, done func(*Response, error)) (*call, error) {
-	k := &call{req: r, deadline: deadline, enq: time.Now().UnixNano(), done: done}
+	k := &call{req: r, deadline: deadline, done: done}
 	c.qmu.Lock()
 	if c.qclosed {
 		c.qmu.Unlock()
@@ -469,6 +469,9 @@ func (c *Client) reap(now time.Time) {
 	c.qmu.Lock()
 	if c.q.n > 0 {
 		done = c.q.filter(func(k *call) error {
+			if k.enq == 0 {
+				k.enq = now.UnixNano() // within reapEvery of Enqueue
+			}
 			err := k.expired(now)
 			if up {
 				return err

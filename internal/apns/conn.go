@@ -53,7 +53,7 @@ type conn struct {
 	wake     chan struct{} // cap 1: there may be something to write
 	answered atomic.Bool   // a response arrived: SETTINGS applied, credentials good
 	noNew    atomic.Bool   // mirrors retiredFlag (set with it) for lock-free readers
-	lastRecv atomic.Int64  // unix nanos of the last frame read
+	frames   atomic.Uint64 // frames read (health: a clock read per frame costs more)
 
 	mu sync.Mutex
 	// mu guards the fields that follow.
@@ -74,6 +74,8 @@ type conn struct {
 	recvUnacked  int32  // connection bytes received and not yet WINDOW_UPDATEd
 	blocked      []*stream
 	pingOut      bool
+	seenFrames   uint64    // frames at the last health check
+	quietSince   time.Time // since when no frame has been read
 	pingSent     time.Time
 	pingSeq      uint64
 	wb           *writeBuf // frames waiting for the next write
@@ -171,7 +173,7 @@ func newConn(cl *Client, nc net.Conn) *conn {
 		peerMaxConc: 1000, peerInitWin: 65535, peerMaxFrame: 16384, sendWin: 65535,
 		wb: &writeBuf{b: make([]byte, 0, 4096)}, spare: &writeBuf{b: make([]byte, 0, 4096)},
 	}
-	c.lastRecv.Store(time.Now().UnixNano())
+	c.quietSince = c.since
 	c.rfr = http2.NewFramer(nil, nc)
 	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rfr.MaxHeaderListSize = maxResponseHeaderBytes
@@ -523,7 +525,10 @@ func (c *conn) health() error {
 		}
 		return nil
 	}
-	if now.Sub(time.Unix(0, c.lastRecv.Load())) >= c.cl.o.PingInterval {
+	if n := c.frames.Load(); n != c.seenFrames {
+		c.seenFrames, c.quietSince = n, now
+	}
+	if now.Sub(c.quietSince) >= c.cl.o.PingInterval {
 		c.pingSeq++
 		var data [8]byte
 		putUint64(data[:], c.pingSeq)
@@ -577,7 +582,7 @@ func (c *conn) readLoop() {
 			c.fail(err)
 			return
 		}
-		c.lastRecv.Store(time.Now().UnixNano())
+		c.frames.Add(1)
 		done, err = c.handle(f, done[:0])
 		c.complete(done)
 		if err != nil {
