@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -83,6 +84,8 @@ type conn struct {
 	wfr          *http2.Framer // writes into wbuf
 	hbuf         writeBuf      // HPACK output for one header block
 	henc         *hpack.Encoder
+	hdec         *hpack.Decoder // response headers; the reader, under mu
+	hb           headerBlock
 	sent         uint64 // streams started, for Status and tests
 }
 
@@ -175,8 +178,8 @@ func newConn(cl *Client, nc net.Conn) *conn {
 	}
 	c.quietSince = c.since
 	c.rfr = http2.NewFramer(nil, nc)
-	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.rfr.MaxHeaderListSize = maxResponseHeaderBytes
+	c.hdec = hpack.NewDecoder(4096, c.emitHeader)
+	c.hdec.SetMaxStringLength(maxResponseHeaderBytes)
 	c.rfr.SetReuseFrames() // frames are used only until the next ReadFrame
 	c.wfr = http2.NewFramer(c.wbProxy(), nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
@@ -649,39 +652,14 @@ func (c *conn) handle(f http2.Frame, done []doneItem) ([]doneItem, error) {
 			close(c.settled)
 		}
 		c.kick()
-	case *http2.MetaHeadersFrame:
-		s := c.streams[f.StreamID]
-		if s == nil {
-			return done, nil // reset or finished by us; HPACK state is kept
+	case *http2.HeadersFrame:
+		c.hb = headerBlock{stream: c.streams[f.StreamID], endStream: f.StreamEnded()}
+		if c.hb.stream != nil && c.hb.stream.hdrs == nil {
+			c.hb.stream.hdrs = make([]Header, 0, 4)
 		}
-		if f.Truncated {
-			delete(c.streams, s.id)
-			c.wfr.WriteRSTStream(s.id, http2.ErrCodeCancel)
-			c.kick()
-			return append(done, doneItem{k: s.k, err: &ConnError{Err: fmt.Errorf("response headers exceed %d bytes; stream reset", maxResponseHeaderBytes)}}), nil
-		}
-		if s.hdrs == nil {
-			s.hdrs = make([]Header, 0, len(f.Fields))
-		}
-		for _, hf := range f.Fields {
-			if hf.Name == ":status" {
-				if st, err := strconv.Atoi(hf.Value); err == nil {
-					if st >= 100 && st < 200 {
-						s.status = 0 // informational: the real answer follows
-						continue
-					}
-					s.status = st
-				}
-				continue
-			}
-			if len(hf.Name) > 0 && hf.Name[0] == ':' {
-				continue
-			}
-			s.hdrs = append(s.hdrs, Header{Name: hf.Name, Value: hf.Value})
-		}
-		if f.StreamEnded() {
-			done = c.endStream(s, done)
-		}
+		return c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded(), done)
+	case *http2.ContinuationFrame: // the Framer checks it continues the open block
+		return c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded(), done)
 	case *http2.DataFrame:
 		n := int32(f.Length) // padding counts against flow control
 		c.recvUnacked += n
@@ -772,6 +750,89 @@ func (c *conn) handle(f http2.Frame, done []doneItem) ([]doneItem, error) {
 		return done, http2.ConnectionError(http2.ErrCodeProtocol) // push is disabled
 	}
 	return done, nil
+}
+
+// headerBlock is the response header block being decoded (HEADERS and its
+// CONTINUATIONs). Guarded by conn.mu (the reader decodes under it).
+type headerBlock struct {
+	stream    *stream // nil: a stream we no longer track (decoded for HPACK state only)
+	endStream bool
+	size      int // decoded size (name + value + 32 per field)
+	wire      int // encoded bytes so far
+	truncated bool
+	invalid   bool
+}
+
+// headerFragment decodes one fragment of the current header block; at the
+// block's end it applies the headers to their stream. The decoded size is
+// bounded by maxResponseHeaderBytes (beyond it the stream is reset); a block
+// whose encoded size passes twice that is a flood and ends the connection.
+// c.mu held.
+func (c *conn) headerFragment(frag []byte, end bool, done []doneItem) ([]doneItem, error) {
+	hb := &c.hb
+	hb.wire += len(frag)
+	if hb.wire > 2*maxResponseHeaderBytes {
+		return done, fmt.Errorf("a response header block beyond %d bytes: %w", 2*maxResponseHeaderBytes, http2.ConnectionError(http2.ErrCodeProtocol))
+	}
+	if _, err := c.hdec.Write(frag); err != nil {
+		return done, fmt.Errorf("HPACK: %v: %w", err, http2.ConnectionError(http2.ErrCodeCompression))
+	}
+	if !end {
+		return done, nil
+	}
+	if err := c.hdec.Close(); err != nil {
+		return done, fmt.Errorf("HPACK: %v: %w", err, http2.ConnectionError(http2.ErrCodeCompression))
+	}
+	s := hb.stream
+	if s == nil || c.streams[s.id] != s {
+		return done, nil
+	}
+	if hb.truncated || hb.invalid {
+		delete(c.streams, s.id)
+		code, msg := http2.ErrCodeCancel, fmt.Sprintf("response headers exceed %d bytes; stream reset", maxResponseHeaderBytes)
+		if hb.invalid {
+			code, msg = http2.ErrCodeProtocol, "malformed response header field; stream reset"
+		}
+		c.wfr.WriteRSTStream(s.id, code)
+		c.kick()
+		return append(done, doneItem{k: s.k, err: &ConnError{Err: errors.New(msg)}}), nil
+	}
+	if hb.endStream {
+		done = c.endStream(s, done)
+	}
+	return done, nil
+}
+
+// emitHeader receives each decoded response header field (hdec's emit
+// function, called from headerFragment under c.mu).
+func (c *conn) emitHeader(hf hpack.HeaderField) {
+	hb := &c.hb
+	hb.size += int(hf.Size())
+	if hb.size > maxResponseHeaderBytes {
+		hb.truncated = true
+	}
+	s := hb.stream
+	if s == nil || hb.truncated || hb.invalid {
+		return
+	}
+	if !httpguts.ValidHeaderFieldValue(hf.Value) || (len(hf.Name) > 0 && hf.Name[0] != ':' && !httpguts.ValidHeaderFieldName(hf.Name)) {
+		hb.invalid = true
+		return
+	}
+	if hf.Name == ":status" {
+		if st, err := strconv.Atoi(hf.Value); err == nil {
+			if st >= 100 && st < 200 {
+				s.status = 0 // informational: the real answer follows
+				return
+			}
+			s.status = st
+		}
+		return
+	}
+	if len(hf.Name) > 0 && hf.Name[0] == ':' {
+		return
+	}
+	s.hdrs = append(s.hdrs, Header{Name: hf.Name, Value: hf.Value})
 }
 
 // applySetting applies one of the server's SETTINGS. c.mu held.
