@@ -128,8 +128,11 @@ func TestCountsAClientThatBreaksTheRules(t *testing.T) {
 	c.until(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() })
 	c.open(1, false)
 	c.fr.WriteData(1, false, []byte("12345678")) // 4 over the window
-	c.open(3, true)                             // over the stream limit of 1
-	c.until(func(f http2.Frame) bool { r, ok := f.(*http2.RSTStreamFrame); return ok && r.StreamID == 3 && r.ErrCode == http2.ErrCodeRefusedStream })
+	c.open(3, true)                              // over the stream limit of 1
+	c.until(func(f http2.Frame) bool {
+		r, ok := f.(*http2.RSTStreamFrame)
+		return ok && r.StreamID == 3 && r.ErrCode == http2.ErrCodeRefusedStream
+	})
 	c.fr.WriteData(1, true, nil)
 	c.fr.WritePing(false, [8]byte{2})
 	c.until(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() && p.Data[0] == 2 })
