@@ -369,7 +369,15 @@ func TestConformanceMaxConcurrentStreamsLowered(t *testing.T) {
 	// 40+ streams open, limit now 3: the client must not open another
 	// until fewer than 3 are open.
 	answerLoop(t, s, 2*time.Millisecond, h2test.Reply{})
+	// If Sends stall, say what each side thinks is open.
+	stall := time.AfterFunc(10*time.Second, func() {
+		for _, cn := range s.Conns() {
+			t.Logf("after 10s: server conn %d: %d streams open, %d requests unanswered", cn.ID(), cn.Open(), len(cn.Pending()))
+		}
+		t.Logf("after 10s: client %+v; server %+v", c.Status(), s.Stats())
+	})
 	<-done
+	stall.Stop()
 	if b.ok() != 300 {
 		t.Errorf("%d of 300 answered 200: %s", b.ok(), b.summary())
 	}
