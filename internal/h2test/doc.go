@@ -12,10 +12,13 @@
 // # Serving
 //
 // [New] listens on 127.0.0.1 with TLS (a throwaway certificate from a
-// [pki.CA]; trust [Server.Pool]) and ALPN "h2". With [Options.NoH2] it offers
-// only "http/1.1" and answers any connection with an HTTP/1.1 505, so a
-// client's "server does not speak h2" error can be tested. A client
-// certificate is asked for but not required.
+// [pki.CA]; trust [Server.Pool]) and ALPN "h2". With [Options.NoH2] it is
+// an HTTP/1.1-only server: no ALPN (the handshake completes with nothing
+// negotiated) and an HTTP/1.1 505 for whatever the client sends, so a
+// client's "server does not speak h2" error can be tested;
+// [Options.ALPN] = ["http/1.1"] makes Go's TLS refuse an h2-only client
+// with a no_application_protocol alert instead. A client certificate is
+// asked for but not required.
 //
 // Each connection has one reader goroutine that decodes frames and tracks
 // streams. A request is complete once its END_STREAM arrived; the
@@ -25,6 +28,11 @@
 // goroutine ([Conn.Respond]), or does something hostile through [Conn].
 // Without a handler every request is answered 200 with its apns-id (the
 // request's own, or a fresh one).
+//
+// SETTINGS the server sends bind the client as RFC 9113 says: a value that
+// allows the client more is in force as soon as it is sent, a value that
+// allows less only once the client has ACKed it (and no larger value is
+// still unacknowledged).
 //
 // The server keeps the HTTP/2 rules on its own side unless told otherwise:
 // it sends its SETTINGS first, ACKs the client's, applies the client's
