@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -223,7 +224,7 @@ func (e *Env) runApnsd(ctx context.Context, bin, exe string, o CompareOptions, r
 	if err := os.WriteFile(cfgPath, []byte(e.daemonConfig()), 0o600); err != nil {
 		return err
 	}
-	var log bytes.Buffer
+	var log lockedBuffer // written by exec's copying goroutine, read here
 	cmd := exec.Command(bin, "-config", cfgPath, "-log-level", "warn")
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -379,4 +380,23 @@ func (r *CompareReport) Print(w io.Writer) {
 			fmt.Fprintf(w, "  %s\n", l)
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and concurrent
+// readers (a child process's output, read while it runs).
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -88,7 +88,7 @@ func runLoadgen(ctx context.Context, exe string, spec LoadgenSpec, pid int, samp
 	js, _ := json.Marshal(spec)
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Env = append(os.Environ(), LoadgenEnv+"="+string(js))
-	var stderr strings.Builder
+	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
