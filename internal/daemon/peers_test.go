@@ -634,3 +634,31 @@ func TestShutdownWithoutWarnings(t *testing.T) {
 		t.Errorf("a shutdown of an unused daemon warned:\n%s", logs.String())
 	}
 }
+
+// TestRefusalsAggregated: 300 refused reloads from one user cost one log
+// line (plus one with the count when the interval ends), not 300; an
+// admin's reload is logged with who asked.
+func TestRefusalsAggregated(t *testing.T) {
+	var logs syncBuffer
+	h := openHarness(t, harnessOpts{logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	lines := make([]string, 300)
+	for i := range lines {
+		lines[i] = `{"op":"reload"}`
+	}
+	for _, m := range peerDo(t, h.sock, nobody, nobody, nil, lines...) {
+		wantErr(t, m, ipc.CodeForbidden)
+	}
+	if n := strings.Count(logs.String(), "refused an admin op"); n != 1 {
+		t.Errorf("%d log lines for 300 refused reloads, want 1 now:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "check=socket.admin_uids/admin_gids") || !strings.Contains(logs.String(), "uid=65534") {
+		t.Errorf("the refusal does not say which check failed and who:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "reload requested") {
+		t.Errorf("a refused reload was run:\n%s", logs.String())
+	}
+	peerDo(t, h.sock, 0, 0, nil, `{"op":"reload"}`)
+	if !strings.Contains(logs.String(), `msg="reload requested" component=daemon by="reload op" uid=0`) || !strings.Contains(logs.String(), " pid=") {
+		t.Errorf("an admin's reload is not logged with who asked:\n%s", logs.String())
+	}
+}
