@@ -109,7 +109,9 @@ func (a *access) permitter(adminUIDs, adminGIDs []int) func(*ipc.Peer, *ipc.Op) 
 // app's topic or the app's topic with the suffix Apple documents for
 // pushType. Anything else is forbidden.
 func (a *access) checkSend(p *ipc.Peer, app *config.AppConfig, topic, pushType string) *ipc.Error {
-	if (len(app.AllowUIDs) > 0 || len(app.AllowGIDs) > 0) && !(p.Known() && (p.UID == 0 || matchIDs(p, app.AllowUIDs, app.AllowGIDs))) {
+	restricted := len(app.AllowUIDs) > 0 || len(app.AllowGIDs) > 0
+	allowed := p.Known() && (p.UID == 0 || matchIDs(p, app.AllowUIDs, app.AllowGIDs))
+	if restricted && !allowed {
 		a.refused(p, "apps.allow_uids/allow_gids", "refused a send: the peer may not send as this app (its allow_uids/allow_gids)", "app", app.Name)
 		return ipc.Errorf(ipc.CodeForbidden, "uid %d may not send as app %q (its allow_uids, allow_gids)", p.UID, app.Name)
 	}

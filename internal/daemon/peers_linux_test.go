@@ -53,7 +53,7 @@ func peerClient(t *testing.T) string {
 		peerPath = filepath.Join(dir, "peerclient")
 		out, err := exec.Command("go", "build", "-o", peerPath, "./testdata/peerclient").CombinedOutput()
 		if err != nil {
-			peerErr = fmt.Errorf("building testdata/peerclient: %v\n%s", err, out)
+			peerErr = fmt.Errorf("building testdata/peerclient: %w\n%s", err, out)
 		}
 	})
 	if peerErr != nil {

@@ -85,7 +85,7 @@ func (u *unregisteredLog) add(r ipc.UnregisteredRecord) {
 	if n > 0 && serr == nil {
 		if terr := u.f.Truncate(before); terr != nil {
 			msg = "cannot append to unregistered_file, nor remove the partial record"
-			err = fmt.Errorf("%w; truncating back to %d bytes: %v", err, before, terr)
+			err = fmt.Errorf("%w; truncating back to %d bytes: %w", err, before, terr)
 		}
 	}
 	u.rl.Log(slog.LevelError, "write", msg, "file", u.path, "err", err)
