@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -99,12 +98,13 @@ type Server struct {
 	stopping  bool
 	rl        *lograte.Limiter
 
-	accepts  sync.WaitGroup // one per Serve loop
-	wg       sync.WaitGroup // one per connection
-	logOnce  sync.Once
-	nopLog   *slog.Logger
-	openNow  atomic.Int64
-	refusedN atomic.Uint64
+	// refusing bounds the goroutines answering refused connections.
+	refusing   chan struct{}
+	refuseOnce sync.Once
+	accepts    sync.WaitGroup // one per Serve loop
+	wg         sync.WaitGroup // one per connection
+	logOnce    sync.Once
+	nopLog     *slog.Logger
 }
 
 // connState is what the server tracks of one open connection.
@@ -130,9 +130,6 @@ func (s *Server) rate() *lograte.Limiter {
 	}
 	return s.rl
 }
-
-// OpenConns is the number of connections open now.
-func (s *Server) OpenConns() int { return int(s.openNow.Load()) }
 
 func (s *Server) limits() (maxConns, perUID int) {
 	maxConns, perUID = s.MaxConns, s.MaxConnsPerUID
@@ -189,6 +186,7 @@ func (s *Server) Serve(l net.Listener) error {
 // admit counts c against the limits and starts serving it, or answers it
 // one "unavailable" line and closes it.
 func (s *Server) admit(c net.Conn) {
+	s.refuseOnce.Do(func() { s.refusing = make(chan struct{}, maxRefusing) })
 	peer := ReadPeer(c)
 	maxConns, perUID := s.limits()
 	own := peer.Known() && peer.PID == os.Getpid()
@@ -203,25 +201,55 @@ func (s *Server) admit(c net.Conn) {
 	}
 	if refusal != nil {
 		s.mu.Unlock()
-		s.refusedN.Add(1)
 		s.rate().Log(slog.LevelWarn, fmt.Sprintf("limit uid %d", peer.UID), "refused a client connection: connection limit reached", "uid", peer.UID, "pid", peer.PID, "reason", refusal.Message)
-		// A new connection's send buffer is empty: this write does not wait.
-		b, _ := json.Marshal(ErrorResponse(refusal))
-		c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-		c.Write(append(b, '\n'))
-		c.Close()
+		select {
+		case s.refusing <- struct{}{}:
+			go func() {
+				defer func() { <-s.refusing }()
+				refuse(c, refusal)
+			}()
+		default:
+			// Too many refusals at once: no time for courtesy.
+			c.Close()
+		}
 		return
 	}
 	if s.conns == nil {
 		s.conns = map[net.Conn]*connState{}
 		s.perUID = map[int]int{}
 	}
+
 	s.conns[c] = &connState{peer: peer}
 	s.perUID[peer.UID]++
-	s.openNow.Add(1)
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go s.serveConn(c, peer)
+}
+
+// maxRefusing bounds the refused connections being answered at once;
+// refuseDrain is how long one may take.
+const (
+	maxRefusing = 64
+	refuseDrain = time.Second
+)
+
+// refuse answers a refused connection its one error line and closes it
+// without resetting it: after the line, the write side is shut and what
+// the client sends meanwhile (its first request, say) is read and dropped
+// until it closes or refuseDrain passes, so the client's write succeeds and
+// it reads the refusal instead of a broken pipe.
+func refuse(c net.Conn, e *Error) {
+	defer c.Close()
+	b, _ := json.Marshal(ErrorResponse(e))
+	c.SetWriteDeadline(time.Now().Add(refuseDrain))
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(refuseDrain))
+	io.Copy(io.Discard, io.LimitReader(c, 1<<20))
 }
 
 // StopAccepting closes the listeners; open connections keep being served.
@@ -302,14 +330,11 @@ func (s *Server) serveConn(c net.Conn, peer *Peer) {
 			delete(s.perUID, peer.UID)
 		}
 		s.mu.Unlock()
-		s.openNow.Add(-1)
 		c.Close()
 	}()
 	if s.Authorize != nil {
 		if e := s.Authorize(peer); e != nil {
-			b, _ := json.Marshal(ErrorResponse(e))
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			c.Write(append(b, '\n'))
+			refuse(c, e)
 			return
 		}
 	}

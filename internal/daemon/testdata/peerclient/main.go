@@ -33,6 +33,12 @@ func main() {
 		br := bufio.NewReader(c)
 		for _, l := range os.Args[3:] {
 			if _, err := io.WriteString(c, l+"\n"); err != nil {
+				// A refusal may be waiting to be read.
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if line, rerr := br.ReadString('\n'); rerr == nil {
+					fmt.Print(line)
+					return
+				}
 				fmt.Println("write error:", err)
 				return
 			}
