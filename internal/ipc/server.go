@@ -98,6 +98,7 @@ type Server struct {
 	stopping  bool
 	rl        *lograte.Limiter
 
+	// The fields below are safe for concurrent use on their own.
 	// refusing bounds the goroutines answering refused connections.
 	refusing   chan struct{}
 	refuseOnce sync.Once
