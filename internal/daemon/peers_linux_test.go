@@ -431,7 +431,30 @@ func TestStarvationRealBinary(t *testing.T) {
 			t.Fatalf("send %d after the APNs connection dropped: %v %+v\n%s", i, err, r, logs.String())
 		}
 	}
-	if n := strings.Count(logs.String(), "connection limit reached"); n > 3 {
+	// Four more users fill max_connections (512): root still gets in (the
+	// privileged reserve), and APNs connections still redial (the fd
+	// reserve).
+	total := held
+	for _, uid := range []int{65533, 65532, 65531, 65530} {
+		total += holdAs(t, sock, uid, 200)
+	}
+	if total != 512 {
+		t.Errorf("%d connections held by five users, want max_connections 512", total)
+	}
+	out, _ := asUser(t, 65529, 65529, nil, "do", sock, `{"op":"ping"}`).CombinedOutput()
+	if !strings.Contains(string(out), "max_connections") {
+		t.Errorf("a sixth user got %q, want unavailable (max_connections)", out)
+	}
+	for i := range 3 {
+		h.sandbox.DropConnections()
+		start := time.Now()
+		r, err := (&ipc.Client{Socket: sock}).Do(ctx, map[string]any{"token": "aabbccdd", "alert": "full socket"})
+		if err != nil || !r.OK {
+			t.Fatalf("root's send %d with the socket full and the APNs connection dropped: %v %+v\n%s", i, err, r, logs.String())
+		}
+		t.Logf("root's send with 512 connections held and APNs redialed: %s", time.Since(start).Round(time.Millisecond))
+	}
+	if n := strings.Count(logs.String(), "connection limit reached"); n > 12 {
 		t.Errorf("%d log lines for refused connections, want them aggregated:\n%s", n, logs.String())
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/apnsd/apnsd/internal/config"
+	"github.com/apnsd/apnsd/internal/ipc"
 )
 
 // ListenUnix creates the socket at path with the given mode and group. It
@@ -139,7 +140,7 @@ func lookupGroup(name string) (int, error) {
 // redial while the old one closes), credential and config files, the
 // watcher, the unregistered_file and the runtime's own.
 func fdReserve(cfg *config.Config) int {
-	n := 64
+	n := 64 + ipc.PrivilegedReserve
 	for _, a := range cfg.Apps {
 		for _, e := range []*config.EnvConfig{a.Sandbox, a.Production} {
 			if e != nil {

@@ -50,6 +50,9 @@ const (
 	// it connected is answered (shutting_down, retryable) instead of being
 	// lost unread.
 	closeGrace = 500 * time.Millisecond
+	// PrivilegedReserve is how many connections beyond MaxConns root and
+	// apnsd's own uid may open.
+	PrivilegedReserve = 16
 	// bufSize is each connection's read and write buffer: small, so that
 	// many idle connections cost little; longer lines are read in pieces.
 	bufSize = 4 << 10
@@ -71,7 +74,9 @@ type Server struct {
 	// MaxConns caps the open connections, and MaxConnsPerUID those of one
 	// peer uid (fairness: one user cannot take every slot). A connection
 	// beyond either is answered one "unavailable" line and closed. apnsd's
-	// own probes (its pid) are exempt.
+	// own probes (its pid) are exempt, and root and apnsd's own uid may
+	// use PrivilegedReserve connections beyond MaxConns (an administrator
+	// can still run apnsctl while other users fill the socket).
 	MaxConns, MaxConnsPerUID int
 	// IdleTimeout closes a connection that owes no answer and has sent
 	// nothing for this long, and one whose client has not taken an answer
@@ -191,10 +196,12 @@ func (s *Server) admit(c net.Conn) {
 	peer := ReadPeer(c)
 	maxConns, perUID := s.limits()
 	own := peer.Known() && peer.PID == os.Getpid()
+	privileged := peer.Known() && (peer.UID == 0 || peer.UID == os.Geteuid())
 	s.mu.Lock()
 	var refusal *Error
 	switch {
 	case own:
+	case privileged && len(s.conns) < maxConns+PrivilegedReserve && s.perUID[peer.UID] < perUID:
 	case len(s.conns) >= maxConns:
 		refusal = Errorf(CodeUnavailable, "apnsd has too many open connections (%d, socket.max_connections); close idle ones or retry later", maxConns)
 	case s.perUID[peer.UID] >= perUID:
