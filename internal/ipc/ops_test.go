@@ -103,6 +103,11 @@ func TestOpsTableAndPermit(t *testing.T) {
 		if fmt.Sprint(p.Groups()) != fmt.Sprint(want) && (len(want) != 0 || len(p.Groups()) != 0) {
 			t.Errorf("peer groups %v, want %v", p.Groups(), want)
 		}
+		// From the kernel (SO_PEERGROUPS), not /proc, which
+		// ProtectProc=invisible hides.
+		if !p.fromKernel {
+			t.Error("the peer's groups did not come from SO_PEERGROUPS")
+		}
 	} else if p.Known() {
 		t.Errorf("peer %v known on %s", p, runtime.GOOS)
 	}
