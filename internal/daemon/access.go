@@ -104,16 +104,26 @@ func (a *access) permitter(adminUIDs, adminGIDs []int) func(*ipc.Peer, *ipc.Op) 
 	}
 }
 
-// checkSend vets a send as app: the peer must be in the app's allow-lists
+// checkApp vets any request made as app (a send; also the channel ops of
+// broadcast push): the peer must be in the app's allow-lists when it has
+// any; root always passes.
+func (a *access) checkApp(p *ipc.Peer, app *config.AppConfig) *ipc.Error {
+	restricted := len(app.AllowUIDs) > 0 || len(app.AllowGIDs) > 0
+	allowed := p.Known() && (p.UID == 0 || matchIDs(p, app.AllowUIDs, app.AllowGIDs))
+	if restricted && !allowed {
+		a.refused(p, "apps.allow_uids/allow_gids", "refused a request: the peer may not act as this app (its allow_uids/allow_gids)", "app", app.Name)
+		return ipc.Errorf(ipc.CodeForbidden, "uid %d may not send as app %q (its allow_uids, allow_gids)", p.UID, app.Name)
+	}
+	return nil
+}
+
+// checkSend vets a send as app (checkApp), and its topic: the peer must be in the app's allow-lists
 // (when it has any; root always passes), and topic, when given, must be the
 // app's topic or the app's topic with the suffix Apple documents for
 // pushType. Anything else is forbidden.
 func (a *access) checkSend(p *ipc.Peer, app *config.AppConfig, topic, pushType string) *ipc.Error {
-	restricted := len(app.AllowUIDs) > 0 || len(app.AllowGIDs) > 0
-	allowed := p.Known() && (p.UID == 0 || matchIDs(p, app.AllowUIDs, app.AllowGIDs))
-	if restricted && !allowed {
-		a.refused(p, "apps.allow_uids/allow_gids", "refused a send: the peer may not send as this app (its allow_uids/allow_gids)", "app", app.Name)
-		return ipc.Errorf(ipc.CodeForbidden, "uid %d may not send as app %q (its allow_uids, allow_gids)", p.UID, app.Name)
+	if e := a.checkApp(p, app); e != nil {
+		return e
 	}
 	if topic == "" || topic == app.Topic || topic == apns.Topic(app.Topic, pushType) {
 		return nil
