@@ -284,11 +284,7 @@ func (s *Server) CloseConns(ctx context.Context) error {
 	defer grace.Stop()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
-	defer func() {
-		if s.rl != nil {
-			s.rl.Stop()
-		}
-	}()
+	defer s.rate().Stop() // log what the aggregation still holds
 	select {
 	case <-done:
 		return nil
