@@ -172,7 +172,7 @@ const (
 	errCodeRefusedStream = 0x7
 )
 
-// wireConn is the TLS connection as x/net's HTTP/2 server sees it. It
+// wireConn is the TLS connection as net/http's HTTP/2 server sees it. It
 // follows the frames the server writes (which always start on a frame
 // boundary: the server side sends no preface) so that the stand-in can
 //
