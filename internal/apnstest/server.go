@@ -386,12 +386,16 @@ func (s *Server) newConnInfo(c net.Conn) *connInfo {
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true) // prior knowledge over our own TLS; see serveConn
 	ci.h1 = &http.Server{
-		Handler:     s,
-		ErrorLog:    s.errLog,
-		ConnState:   s.connState,
-		Protocols:   &protos,
-		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: int(s.maxStreams.Load())},
-		BaseContext: func(net.Listener) context.Context { return context.WithValue(s.baseCtx, connKey{}, ci) },
+		Handler:   s,
+		ErrorLog:  s.errLog,
+		ConnState: s.connState,
+		Protocols: &protos,
+		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: int(s.maxStreams.Load())},
+		// Bounds the wait for the client's preface (net/http reads it
+		// before handing the connection to its HTTP/2 server, which then
+		// clears the deadline), as x/net's ServeConn did with 10 s.
+		ReadHeaderTimeout: handshakeTimeout,
+		BaseContext:       func(net.Listener) context.Context { return context.WithValue(s.baseCtx, connKey{}, ci) },
 	}
 	return ci
 }
