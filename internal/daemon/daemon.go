@@ -11,6 +11,7 @@ import (
 	"github.com/apnsd/apnsd/internal/config"
 	"github.com/apnsd/apnsd/internal/defaults"
 	"github.com/apnsd/apnsd/internal/ipc"
+	"github.com/apnsd/apnsd/internal/spool"
 )
 
 // Daemon is one running apnsd: the socket server, the apps with their APNs
@@ -31,6 +32,11 @@ type Daemon struct {
 
 	started      time.Time
 	unregistered *unregisteredLog // nil when unregistered_file is off
+	// spool keeps accepted wait:false notifications until their outcome is
+	// final (spooled.go); nil with state_dir = "". recovered is what Open
+	// found, replayed by Start (then nil).
+	spool     *spool.Spool
+	recovered *spool.Recovery
 
 	listener net.Listener
 	// inherited is set when the listener came from outside (systemd socket
@@ -116,11 +122,21 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		}
 		return nil, err
 	}
+	sp, rec, err := openSpool(cfg, log.With("component", "spool"))
+	if err != nil {
+		for _, st := range apps {
+			st.close()
+		}
+		unregistered.close()
+		return nil, err
+	}
 	d := &Daemon{
 		root:         log,
 		log:          log.With("component", "daemon"),
 		started:      time.Now(),
 		unregistered: unregistered,
+		spool:        sp,
+		recovered:    rec,
 		listener:     o.Listener,
 		inherited:    o.Listener != nil,
 		watchOpts:    o.watch,
@@ -144,8 +160,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 // current is the state in use now.
 func (d *Daemon) current() *state { return d.state.Load() }
 
-// Start connects to APNs, opens the socket and starts serving. It returns
-// once the socket accepts connections.
+// Start connects to APNs, opens the socket, sends again what the spool kept
+// from the previous run, and starts serving. It returns once the socket
+// accepts connections.
 func (d *Daemon) Start() error {
 	st := d.current()
 	for _, app := range st.apps {
@@ -155,10 +172,15 @@ func (d *Daemon) Start() error {
 		l, err := ListenUnix(st.cfg.Socket.Path, st.cfg.Socket.Mode, st.cfg.Socket.Group)
 		if err != nil {
 			d.closeClients()
+			if d.spool != nil {
+				d.spool.Close()
+			}
 			return err
 		}
 		d.listener = l
 	}
+	d.replay(d.recovered)
+	d.recovered = nil
 	d.serveErr = make(chan error, 1)
 	go func() { d.serveErr <- d.srv.Serve(d.listener) }()
 	d.stopWatch = make(chan struct{})
@@ -199,7 +221,18 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		}
 		abandoned := d.drain(ctx)
 		if abandoned > 0 {
-			d.log.Warn("shutdown deadline passed; answered the rest shutting_down", "count", abandoned)
+			d.log.Warn("shutdown deadline passed; answered the rest shutting_down (wait:false ones stay in the spool for the next start)", "count", abandoned)
+		}
+		if d.spool != nil {
+			// Runs the durability callbacks still owed (their answers are
+			// flushed below); records not done stay for the next start.
+			left := d.spool.Stats().PendingRecords
+			if err := d.spool.Close(); err != nil {
+				d.log.Error("spool closed with an error", "err", err)
+			}
+			if left > 0 {
+				d.log.Info("notifications left in the spool for the next start", "count", left, "state_dir", d.current().cfg.StateDir)
+			}
 		}
 		// Answers are all decided now; give connections a moment to take them.
 		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

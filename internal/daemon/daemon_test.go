@@ -105,6 +105,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if !strings.Contains(o.top, "request_timeout") {
 		o.top += "\nrequest_timeout = \"10s\""
 	}
+	if !strings.Contains(o.top, "state_dir") {
+		o.top += fmt.Sprintf("\nstate_dir = %q", filepath.Join(h.dir, "state"))
+	}
 	cfg := fmt.Sprintf(`shutdown_timeout = "5s"
 %s
 [socket]

@@ -11,16 +11,30 @@ import (
 
 	"github.com/apnsd/apnsd/internal/apns"
 	"github.com/apnsd/apnsd/internal/ipc"
+	"github.com/apnsd/apnsd/internal/spool"
 )
 
 // Submit implements ipc.Backend: it turns the send into a notification
 // (NewNotification), picks the app and environment from the current state
-// and hands the notification to a goroutine that answers it exactly once.
-// It does not block. peer is not used yet (per-app authorization, issue 12).
+// and hands the notification to deliver, which answers it exactly once. It
+// does not block. A send read after its caller's deadline is refused
+// expired. For "wait":false the notification is appended to the spool and
+// the channel delivers {"ok":true,"queued":true} only once it is durable;
+// the send to APNs starts at once, in parallel with the write. peer is not
+// used yet (per-app authorization, issue 12).
 func (d *Daemon) Submit(_ *ipc.Peer, s *ipc.Send) (<-chan *ipc.Response, *ipc.Error) {
 	n, e := NewNotification(s)
 	if e != nil {
 		return nil, e
+	}
+	now := time.Now()
+	if !s.Deadline.IsZero() && !now.Before(s.Deadline) {
+		d.refused.Add(1)
+		return nil, ipc.Errorf(ipc.CodeExpired, "read %s after its deadline (%s); not sent", now.Sub(s.Deadline).Round(time.Millisecond), s.Deadline.UTC().Format(time.RFC3339Nano))
+	}
+	if !s.Wait && d.spool == nil {
+		d.refused.Add(1)
+		return nil, ipc.Errorf(ipc.CodeBadRequest, "\"wait\":false needs the spool, and this apnsd has none (state_dir = \"\" in its config): send with \"wait\":true, or set state_dir")
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -43,24 +57,82 @@ func (d *Daemon) Submit(_ *ipc.Peer, s *ipc.Send) (<-chan *ipc.Response, *ipc.Er
 		d.refused.Add(1)
 		return nil, ipc.Errorf(ipc.CodeBadRequest, "app %q has no %s environment configured", app.cfg.Name, envName)
 	}
+	if n.Topic == "" {
+		n.Topic = apns.Topic(app.cfg.Topic, n.PushType)
+	}
+	if n.ApnsID == "" {
+		// Fixed here so that a retry (and a replay) carries the same apns-id.
+		n.ApnsID = apns.NewUUID()
+	}
 	if queueCap := int64(st.cfg.QueueSize); d.pending.Add(1) > queueCap {
 		d.pending.Add(-1)
 		d.refused.Add(1)
 		return nil, ipc.Errorf(ipc.CodeQueueFull, "queue is full (%d notifications waiting); retry later", queueCap)
 	}
+	j := &job{es: es, n: n, wait: s.Wait, deadline: s.Deadline, timeout: time.Duration(st.cfg.RequestTimeout),
+		ch: make(chan *ipc.Response, 1)}
+	if !s.Wait {
+		if e := d.spoolAppend(j, app.cfg.Name, envName); e != nil {
+			d.pending.Add(-1)
+			d.refused.Add(1)
+			return nil, e
+		}
+	}
 	d.wg.Add(1)
 	es.active.Add(1)
+	go d.deliver(j)
+	return j.ch, nil
+}
 
-	if n.Topic == "" {
-		n.Topic = apns.Topic(app.cfg.Topic, n.PushType)
+// job is one accepted notification, from Submit (or the replay at start)
+// to its final outcome.
+type job struct {
+	es *envSender
+	n  apns.Notification
+	// wait is the client's "wait": true answers APNs' outcome on ch;
+	// false answered the acknowledgement on ch (nil for a replayed job) and
+	// keeps the notification in the spool until its outcome is final.
+	wait bool
+	ch   chan *ipc.Response // buffered (1): never blocks
+	// spoolID is the record's id in the spool (wait:false only).
+	spoolID uint64
+	// deadline is the caller's ("deadline"), zero for none.
+	deadline time.Time
+	// timeout is the request_timeout in force when the job was accepted:
+	// it bounds one round of attempts.
+	timeout time.Duration
+}
+
+// spoolAppend appends j to the spool; the durability callback answers the
+// acknowledgement on j.ch. A refusal is returned and nothing is sent.
+func (d *Daemon) spoolAppend(j *job, app, env string) *ipc.Error {
+	data, err := encodeRecord(app, env, &j.n, j.deadline)
+	if err != nil {
+		return ipc.Errorf(ipc.CodeInternal, "encoding the notification for the spool: %v", err)
 	}
-	if n.ApnsID == "" {
-		// Fixed here so that a retry carries the same apns-id.
-		n.ApnsID = apns.NewUUID()
+	ch := j.ch
+	id, err := d.spool.Append(data, func(_ uint64, err error) {
+		// On the spool's commit goroutine: must not block (ch is buffered
+		// and this is its only send).
+		if err != nil {
+			d.log.Error("spool write failed: wait:false notifications are refused until apnsd restarts", "err", err)
+			ch <- ipc.ErrorResponse(ipc.Errorf(ipc.CodeInternal, "the notification could not be stored durably (%v); it may still be delivered", err))
+			return
+		}
+		ch <- &ipc.Response{OK: true, Queued: true}
+	})
+	switch {
+	case err == nil:
+		j.spoolID = id
+		return nil
+	case errors.Is(err, spool.ErrFull):
+		st := d.spool.Stats()
+		return ipc.Errorf(ipc.CodeQueueFull, "the spool is full (%d notifications, %d bytes waiting for APNs; spool_max_bytes); retry later", st.PendingRecords, st.PendingBytes)
+	case errors.Is(err, spool.ErrClosed):
+		return ipc.Errorf(ipc.CodeShuttingDown, "apnsd is shutting down; send again once it is back")
+	default:
+		return ipc.Errorf(ipc.CodeInternal, "spool: %v", err)
 	}
-	ch := make(chan *ipc.Response, 1)
-	go d.deliver(es, &n, time.Duration(st.cfg.RequestTimeout), ch)
-	return ch, nil
 }
 
 func pickApp(apps map[string]*appState, name string) (*appState, *ipc.Error) {
@@ -79,17 +151,79 @@ func pickApp(apps map[string]*appState, name string) (*appState, *ipc.Error) {
 	return app, nil
 }
 
-// deliver sends n and puts exactly one answer on ch, within timeout
-// (the request_timeout in force when n was accepted). It retries what
-// Apple's guidance allows (see sendWithRetry) within the request timeout.
-func (d *Daemon) deliver(es *envSender, n *apns.Notification, timeout time.Duration, ch chan<- *ipc.Response) {
+// deliver sends j and settles it exactly once. A wait:true job gets one
+// round of attempts (sendWithRetry) within its timeout and caller deadline,
+// and its outcome is answered on j.ch. A wait:false job (already
+// acknowledged) gets rounds until its outcome is final: delivered, refused
+// for good by APNs, or past its caller deadline or apns-expiration; then it
+// is marked done in the spool. A transient outcome (no connection, timeout,
+// a retryable status after every retry) starts another round after a
+// backoff. At the shutdown deadline (drainCtx) a wait:false job stops and
+// stays in the spool for the next start.
+func (d *Daemon) deliver(j *job) {
+	es := j.es
 	defer d.wg.Done()
 	defer es.active.Done()
 	defer d.pending.Add(-1)
-	ctx, cancel := context.WithTimeout(d.drainCtx, timeout)
-	defer cancel()
-	res, err := d.sendWithRetry(ctx, es, n)
-	ch <- d.answer(es, n, res, err, timeout)
+	backoff := roundBackoff
+	for {
+		dl := time.Now().Add(j.timeout)
+		if !j.deadline.IsZero() && j.deadline.Before(dl) {
+			dl = j.deadline
+		}
+		ctx, cancel := context.WithDeadline(d.drainCtx, dl)
+		res, err := d.sendWithRetry(ctx, es, &j.n)
+		cancel()
+		if j.wait {
+			j.ch <- d.answer(es, &j.n, res, err, j)
+			return
+		}
+		if d.drainCtx.Err() != nil && !(err == nil && !apns.Retryable(res.StatusCode, res.Reason)) {
+			return // cut by the shutdown deadline: stays in the spool
+		}
+		if final, why := j.settled(res, err, time.Now()); final {
+			d.answer(es, &j.n, res, err, j) // counters, unregistered_file, logs
+			if why != "" {
+				d.log.Warn("wait:false notification given up: "+why, "app", es.app.cfg.Name, "env", es.cfg.Name,
+					"token", TruncateToken(j.n.DeviceToken), "apns_id", j.n.ApnsID)
+			}
+			d.spool.Done(j.spoolID)
+			return
+		}
+		d.retries.Add(1)
+		d.log.Debug("wait:false notification not delivered yet; trying again", "app", es.app.cfg.Name, "env", es.cfg.Name,
+			"apns_id", j.n.ApnsID, "after", describe(res, err), "in", backoff)
+		select {
+		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+		case <-d.drainCtx.Done():
+			return // stays in the spool
+		}
+		backoff = min(backoff*2, roundBackoffMax)
+	}
+}
+
+// Backoff between rounds of attempts for a wait:false notification whose
+// round ended without a final outcome.
+const (
+	roundBackoff    = time.Second
+	roundBackoffMax = 30 * time.Second
+)
+
+// settled reports whether a wait:false job's outcome is final (then the
+// spool record is done): an answer from APNs other than a retryable one, or
+// the caller's deadline or the notification's apns-expiration has passed
+// (why says which).
+func (j *job) settled(res *apns.Response, err error, now time.Time) (final bool, why string) {
+	if err == nil && !apns.Retryable(res.StatusCode, res.Reason) {
+		return true, ""
+	}
+	if !j.deadline.IsZero() && !now.Before(j.deadline) {
+		return true, "its deadline passed before APNs accepted it (" + describe(res, err) + ")"
+	}
+	if j.n.HasExpiration && j.n.Expiration > 0 && now.Unix() >= j.n.Expiration {
+		return true, "its apns-expiration passed before APNs accepted it (" + describe(res, err) + ")"
+	}
+	return false, ""
 }
 
 // Retry policy. Transient failures are sent again with exponential backoff
@@ -153,7 +287,7 @@ func describe(res *apns.Response, err error) string {
 	return fmt.Sprintf("%d %s", res.StatusCode, res.Reason)
 }
 
-func (d *Daemon) answer(es *envSender, n *apns.Notification, res *apns.Response, err error, timeout time.Duration) *ipc.Response {
+func (d *Daemon) answer(es *envSender, n *apns.Notification, res *apns.Response, err error, j *job) *ipc.Response {
 	log := func() *slog.Logger { // only built on the paths that log
 		return d.log.With("app", es.app.cfg.Name, "env", es.cfg.Name, "token", TruncateToken(n.DeviceToken))
 	}
@@ -189,8 +323,10 @@ func (d *Daemon) answer(es *envSender, n *apns.Notification, res *apns.Response,
 		e = ipc.Errorf(ipc.CodeShuttingDown, "apnsd shut down before APNs answered; the notification may or may not have been delivered")
 	case errors.Is(err, apns.ErrUnavailable):
 		e = ipc.Errorf(ipc.CodeUnavailable, "%v", err)
+	case errors.Is(err, context.DeadlineExceeded) && !j.deadline.IsZero() && !time.Now().Add(time.Millisecond).Before(j.deadline):
+		e = ipc.Errorf(ipc.CodeTimeout, "no answer from APNs by the request's deadline (if it was already sent, APNs may or may not have received it)")
 	case errors.Is(err, context.DeadlineExceeded):
-		e = ipc.Errorf(ipc.CodeTimeout, "no answer from APNs within %s (if it was already sent, APNs may or may not have received it)", timeout)
+		e = ipc.Errorf(ipc.CodeTimeout, "no answer from APNs within %s (if it was already sent, APNs may or may not have received it)", j.timeout)
 	case errors.As(err, &ce):
 		e = ipc.Errorf(ipc.CodeUnavailable, "%v (APNs may or may not have received it)", err)
 	case errors.Is(err, apns.ErrClosed):
