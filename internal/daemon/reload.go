@@ -98,7 +98,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 			next[ac.Name] = prev
 			continue
 		}
-		st, err := buildApp(ac, d.root, now, d.tokenClock)
+		st, err := buildApp(ac, prevApps[ac.Name], d.root, now, d.tokenClock)
 		if err != nil {
 			for _, b := range built {
 				b.close()
