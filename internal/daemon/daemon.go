@@ -66,6 +66,10 @@ type Daemon struct {
 	drainCtx    context.Context
 	drainCancel context.CancelFunc
 
+	// retiring holds the *appState a config reload replaced whose senders
+	// still have notifications to settle (see retire).
+	retiring sync.Map
+
 	reloadMu sync.Mutex // serialises reloads (every trigger) and the watcher's checks
 	stopOnce sync.Once
 
@@ -265,6 +269,10 @@ func (d *Daemon) drain(ctx context.Context) (abandoned int64) {
 	case <-ctx.Done():
 		abandoned = d.pending.Load()
 		d.drainCancel()
+		// Every attempt still queued or in flight ends at once (ErrClosed):
+		// wait:true ones are answered shutting_down, wait:false ones stay
+		// in the spool.
+		d.closeClients()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
@@ -274,10 +282,29 @@ func (d *Daemon) drain(ctx context.Context) (abandoned int64) {
 	}
 }
 
+// closeClients closes the connections of the current apps and of those a
+// reload is retiring. Client.Close is idempotent.
 func (d *Daemon) closeClients() {
 	for _, app := range d.current().apps {
 		app.close()
 	}
+	d.retiring.Range(func(k, _ any) bool {
+		k.(*appState).close()
+		return true
+	})
+}
+
+// retire closes st's connections once the notifications its senders
+// accepted are settled; until then closeClients can still reach it.
+func (d *Daemon) retire(st *appState) {
+	d.retiring.Store(st, struct{}{})
+	go func() {
+		for _, es := range st.envs {
+			es.active.Wait()
+		}
+		st.close()
+		d.retiring.Delete(st)
+	}()
 }
 
 // expiryWarnDays: certificates closer to expiry than this are warned about

@@ -128,7 +128,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 	d.mu.Unlock()
 	for name, st := range prevApps {
 		if next[name] != st {
-			st.retire()
+			d.retire(st)
 		}
 	}
 	for _, c := range changes {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apnsd/apnsd/internal/apns"
@@ -101,6 +102,16 @@ type job struct {
 	// timeout is the request_timeout in force when the job was accepted:
 	// it bounds one round of attempts.
 	timeout time.Duration
+
+	// The state of the attempts, touched by one goroutine at a time (the
+	// one running try, onResult, roundDone or a timer of later: each hands
+	// over to the next through the client or a timer).
+	req          *apns.Request // built once: every attempt sends the same
+	roundDL      time.Time     // deadline of the current round
+	attempt      int           // attempts in the current round
+	backoff      time.Duration // before the next retry in the round
+	tokenRetried bool          // the round already retried a 403 ExpiredProviderToken
+	roundBackoff time.Duration // before the next round (wait:false)
 }
 
 // spoolAppend appends j to the spool; the durability callback answers the
@@ -151,55 +162,164 @@ func pickApp(apps map[string]*appState, name string) (*appState, *ipc.Error) {
 	return app, nil
 }
 
-// deliver sends j and settles it exactly once. A wait:true job gets one
-// round of attempts (sendWithRetry) within its timeout and caller deadline,
-// and its outcome is answered on j.ch. A wait:false job (already
-// acknowledged) gets rounds until its outcome is final: delivered, refused
-// for good by APNs, or past its caller deadline or apns-expiration; then it
-// is marked done in the spool. A transient outcome (no connection, timeout,
-// a retryable status after every retry) starts another round after a
-// backoff. At the shutdown deadline (drainCtx) a wait:false job stops and
-// stays in the spool for the next start.
+// deliver starts j's first round of attempts. Nothing waits per
+// notification: each attempt is queued on the environment's client
+// (Client.Enqueue) and continues from its callback (onResult), and a retry
+// or a new round is a timer (later). j is settled exactly once (finish):
+//
+//   - a wait:true job gets one round: attempts with backoff (see the retry
+//     policy below) within its timeout and caller deadline, and its outcome
+//     is answered on j.ch;
+//   - a wait:false job (already acknowledged) gets rounds until its outcome
+//     is final (job.settled): delivered, refused for good by APNs, or past
+//     its caller deadline or apns-expiration; then its spool record is done.
+//     A round that ends without a final outcome (no connection, timeout, a
+//     retryable status after every retry) is followed by another after a
+//     backoff.
+//
+// At the shutdown deadline (drainCtx) the clients are closed, so every
+// attempt ends at once: wait:true jobs are answered shutting_down,
+// wait:false ones stop and stay in the spool for the next start.
 func (d *Daemon) deliver(j *job) {
+	j.roundBackoff = roundBackoff
+	d.startRound(j)
+}
+
+// startRound begins a round of attempts with a fresh deadline.
+func (d *Daemon) startRound(j *job) {
+	j.roundDL = time.Now().Add(j.timeout)
+	if !j.deadline.IsZero() && j.deadline.Before(j.roundDL) {
+		j.roundDL = j.deadline
+	}
+	j.attempt, j.backoff, j.tokenRetried = 0, retryBackoff, false
+	d.try(j)
+}
+
+// try queues one attempt of j on its client.
+func (d *Daemon) try(j *job) {
+	if d.drainCtx.Err() != nil {
+		d.roundDone(j, nil, apns.ErrClosed)
+		return
+	}
+	j.attempt++
+	if j.req == nil {
+		j.req = j.n.Request()
+	}
+	if err := j.es.client.Enqueue(j.req, j.roundDL, func(res *apns.Response, err error) { d.onResult(j, res, err) }); err != nil {
+		d.roundDone(j, nil, err)
+	}
+}
+
+// Retry policy. Transient failures are sent again with exponential backoff
+// and jitter, within the round's deadline and keeping the same apns-id: a
+// connection that failed before APNs answered, 500, 503, and 429
+// TooManyRequests. Everything else APNs says is final, and so are no
+// connection within the client's UnavailableWait (unavailable), the
+// deadline, and a closed client. When the deadline leaves no room for
+// another try, the last answer from APNs is the round's outcome.
+const (
+	maxAttempts  = 5
+	retryBackoff = 100 * time.Millisecond
+	retryMax     = 5 * time.Second
+)
+
+// onResult is an attempt's outcome, on one of the client's goroutines: it
+// must not block, so a retry is queued at once or by a timer.
+func (d *Daemon) onResult(j *job, res *apns.Response, err error) {
 	es := j.es
-	defer d.wg.Done()
-	defer es.active.Done()
-	defer d.pending.Add(-1)
-	backoff := roundBackoff
-	for {
-		dl := time.Now().Add(j.timeout)
-		if !j.deadline.IsZero() && j.deadline.Before(dl) {
-			dl = j.deadline
-		}
-		ctx, cancel := context.WithDeadline(d.drainCtx, dl)
-		res, err := d.sendWithRetry(ctx, es, &j.n)
-		cancel()
-		if j.wait {
-			j.ch <- d.answer(es, &j.n, res, err, j)
-			return
-		}
-		if d.drainCtx.Err() != nil && !(err == nil && !apns.Retryable(res.StatusCode, res.Reason)) {
-			return // cut by the shutdown deadline: stays in the spool
-		}
-		if final, why := j.settled(res, err, time.Now()); final {
-			d.answer(es, &j.n, res, err, j) // counters, unregistered_file, logs
-			if why != "" {
-				d.log.Warn("wait:false notification given up: "+why, "app", es.app.cfg.Name, "env", es.cfg.Name,
-					"token", TruncateToken(j.n.DeviceToken), "apns_id", j.n.ApnsID)
+	var ce *apns.ConnError
+	switch {
+	case err == nil && res.StatusCode == 403 && res.Reason == apns.ReasonExpiredProviderToken && es.token != nil && !j.tokenRetried:
+		// Refresh the token (only if Apple's 20-minute rule allows)
+		// and try once more at once.
+		j.tokenRetried = true
+		if !es.token.Expired(res.Authorization) {
+			// Logged once per token, not per notification.
+			if es.app.clockWarned.Swap(res.Authorization) != res.Authorization {
+				d.log.Error("APNs says the provider token expired, but it is younger than 20 minutes, so Apple forbids a new one yet: is this host's clock right?", "app", es.app.cfg.Name, "env", es.cfg.Name)
 			}
-			d.spool.Done(j.spoolID)
+			d.roundDone(j, res, nil)
 			return
 		}
 		d.retries.Add(1)
-		d.log.Debug("wait:false notification not delivered yet; trying again", "app", es.app.cfg.Name, "env", es.cfg.Name,
-			"apns_id", j.n.ApnsID, "after", describe(res, err), "in", backoff)
-		select {
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
-		case <-d.drainCtx.Done():
-			return // stays in the spool
-		}
-		backoff = min(backoff*2, roundBackoffMax)
+		d.try(j)
+		return
+	case err == nil && !apns.Retryable(res.StatusCode, res.Reason):
+		d.roundDone(j, res, nil)
+		return
+	case err != nil && !errors.As(err, &ce):
+		d.roundDone(j, nil, err) // no connection, deadline, or closed: nothing to retry
+		return
 	}
+	if j.attempt >= maxAttempts || d.drainCtx.Err() != nil {
+		d.roundDone(j, res, err)
+		return
+	}
+	wait := j.backoff/2 + rand.N(j.backoff/2+1)
+	if time.Until(j.roundDL) < wait+50*time.Millisecond {
+		d.roundDone(j, res, err)
+		return
+	}
+	d.retries.Add(1)
+	d.log.Debug("retrying notification", "app", es.app.cfg.Name, "env", es.cfg.Name, "attempt", j.attempt+1, "apns_id", j.n.ApnsID, "after", describe(res, err))
+	j.backoff = min(j.backoff*2, retryMax)
+	d.later(wait, func() { d.try(j) })
+}
+
+// roundDone takes a round's outcome: answered for wait:true, settled or
+// tried again later for wait:false.
+func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
+	es := j.es
+	if j.wait {
+		j.ch <- d.answer(es, &j.n, res, err, j)
+		d.finish(j)
+		return
+	}
+	apnsFinal := err == nil && !apns.Retryable(res.StatusCode, res.Reason)
+	if d.drainCtx.Err() != nil && !apnsFinal {
+		d.finish(j) // cut by the shutdown deadline: stays in the spool
+		return
+	}
+	if final, why := j.settled(res, err, time.Now()); final {
+		d.answer(es, &j.n, res, err, j) // counters, unregistered_file, logs
+		if why != "" {
+			d.log.Warn("wait:false notification given up: "+why, "app", es.app.cfg.Name, "env", es.cfg.Name,
+				"token", TruncateToken(j.n.DeviceToken), "apns_id", j.n.ApnsID)
+		}
+		d.spool.Done(j.spoolID)
+		d.finish(j)
+		return
+	}
+	d.retries.Add(1)
+	wait := j.roundBackoff/2 + rand.N(j.roundBackoff/2+1)
+	d.log.Debug("wait:false notification not delivered yet; trying again", "app", es.app.cfg.Name, "env", es.cfg.Name,
+		"apns_id", j.n.ApnsID, "after", describe(res, err), "in", wait)
+	j.roundBackoff = min(j.roundBackoff*2, roundBackoffMax)
+	d.later(wait, func() {
+		if d.drainCtx.Err() != nil {
+			d.finish(j) // stays in the spool
+			return
+		}
+		d.startRound(j)
+	})
+}
+
+// finish releases what Submit (or replay) took for j.
+func (d *Daemon) finish(j *job) {
+	d.pending.Add(-1)
+	j.es.active.Done()
+	d.wg.Done()
+}
+
+// later runs f once after wait, or at once when the shutdown deadline
+// passes first (so that a job waiting to retry ends with the drain).
+func (d *Daemon) later(wait time.Duration, f func()) {
+	var once sync.Once
+	stop := context.AfterFunc(d.drainCtx, func() { once.Do(f) })
+	time.AfterFunc(wait, func() {
+		stop()
+		once.Do(f)
+	})
 }
 
 // Backoff between rounds of attempts for a wait:false notification whose
@@ -224,60 +344,6 @@ func (j *job) settled(res *apns.Response, err error, now time.Time) (final bool,
 		return true, "its apns-expiration passed before APNs accepted it (" + describe(res, err) + ")"
 	}
 	return false, ""
-}
-
-// Retry policy. Transient failures are sent again with exponential backoff
-// and jitter, within the request's deadline and keeping the same apns-id:
-// a connection that failed before APNs answered, 500, 503, and 429
-// TooManyRequests. Everything else APNs says is final. When the deadline
-// leaves no room for another try, the last answer from APNs is returned.
-const (
-	maxAttempts  = 5
-	retryBackoff = 100 * time.Millisecond
-	retryMax     = 5 * time.Second
-)
-
-func (d *Daemon) sendWithRetry(ctx context.Context, es *envSender, n *apns.Notification) (*apns.Response, error) {
-	backoff := retryBackoff
-	tokenRetried := false
-	for attempt := 1; ; attempt++ {
-		res, err := es.client.Send(ctx, n)
-		var ce *apns.ConnError
-		switch {
-		case err == nil && res.StatusCode == 403 && res.Reason == apns.ReasonExpiredProviderToken && es.token != nil && !tokenRetried:
-			// Refresh the token (only if Apple's 20-minute rule allows)
-			// and try once more at once.
-			tokenRetried = true
-			if !es.token.Expired(res.Authorization) {
-				// Logged once per token, not per notification.
-				if es.app.clockWarned.Swap(res.Authorization) != res.Authorization {
-					d.log.Error("APNs says the provider token expired, but it is younger than 20 minutes, so Apple forbids a new one yet: is this host's clock right?", "app", es.app.cfg.Name, "env", es.cfg.Name)
-				}
-				return res, nil
-			}
-			d.retries.Add(1)
-			continue
-		case err == nil && !apns.Retryable(res.StatusCode, res.Reason):
-			return res, nil
-		case err != nil && !errors.As(err, &ce):
-			return nil, err // no connection, deadline, or closed: nothing to retry
-		}
-		if attempt >= maxAttempts {
-			return res, err
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+50*time.Millisecond {
-			return res, err
-		}
-		d.retries.Add(1)
-		d.log.Debug("retrying notification", "app", es.app.cfg.Name, "env", es.cfg.Name, "attempt", attempt+1, "apns_id", n.ApnsID, "after", describe(res, err))
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return res, err
-		}
-		backoff = min(backoff*2, retryMax)
-	}
 }
 
 func describe(res *apns.Response, err error) string {
@@ -321,6 +387,8 @@ func (d *Daemon) answer(es *envSender, n *apns.Notification, res *apns.Response,
 	switch {
 	case d.drainCtx.Err() != nil:
 		e = ipc.Errorf(ipc.CodeShuttingDown, "apnsd shut down before APNs answered; the notification may or may not have been delivered")
+	case errors.Is(err, apns.ErrQueueFull):
+		e = ipc.Errorf(ipc.CodeQueueFull, "the APNs client's queue is full; retry later")
 	case errors.Is(err, apns.ErrUnavailable):
 		e = ipc.Errorf(ipc.CodeUnavailable, "%v", err)
 	case errors.Is(err, context.DeadlineExceeded) && !j.deadline.IsZero() && !time.Now().Add(time.Millisecond).Before(j.deadline):

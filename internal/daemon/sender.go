@@ -153,17 +153,6 @@ func (st *appState) close() {
 	}
 }
 
-// retire closes each sender's connections once the notifications it
-// accepted are answered.
-func (st *appState) retire() {
-	for _, es := range st.envs {
-		go func() {
-			es.active.Wait()
-			es.client.Close()
-		}()
-	}
-}
-
 func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now time.Time) (*envSender, error) {
 	roots, err := apns.LoadRootCAs(ec.CAFile)
 	if err != nil {
