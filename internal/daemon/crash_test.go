@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/apnsd/apnsd/internal/apnstest"
+	"github.com/apnsd/apnsd/internal/ctl"
 	"github.com/apnsd/apnsd/internal/ipc"
 )
 
@@ -390,6 +392,94 @@ func TestExpiredInHeldSocket(t *testing.T) {
 			t.Errorf("expired request %s reached APNs", r.DeviceToken)
 		}
 	}
+	must(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	p.wait(20 * time.Second)
+}
+
+// TestApnsctlAcrossRestarts: apnsctl in bulk mode on one connection, fed a
+// line every few milliseconds, while apnsd restarts three times behind a
+// listening socket the test holds (as systemd's .socket unit does): every
+// line is answered ok, none fails (apnsctl sends shutting_down again on a
+// fresh connection, and resends what a closed connection left unanswered).
+func TestApnsctlAcrossRestarts(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	bin := buildApnsd(t)
+	h.sandbox.SetResponder(func(*apnstest.Request) apnstest.Reply { return apnstest.Reply{Delay: 20 * time.Millisecond} })
+	sock := filepath.Join(h.dir, "r.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	must(t, err)
+	l.SetUnlinkOnClose(true)
+	defer l.Close()
+	lf, err := l.File()
+	must(t, err)
+	defer lf.Close()
+	cfg := h.procConfig("r.toml", sock, filepath.Join(h.dir, "r-state"), `shutdown_timeout = "5s"`)
+	start := func() *apnsdProc {
+		return startProc(t, "/bin/sh", func(cmd *exec.Cmd) {
+			cmd.ExtraFiles = []*os.File{lf}
+			cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "APNSD_BIN="+bin, "APNSD_CFG="+cfg)
+		}, "-c", `LISTEN_PID=$$ exec "$APNSD_BIN" -config "$APNSD_CFG" -log-format text`)
+	}
+	p := start()
+	p.waitReady(sock)
+
+	pr, pw := io.Pipe()
+	var out, errOut syncBuffer
+	code := make(chan int, 1)
+	go func() { code <- ctl.Main([]string{"-socket", sock, "-timeout", "2m", "send"}, pr, &out, &errOut) }()
+	stopWriting := make(chan struct{})
+	written := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { pw.Close(); written <- n }()
+		for {
+			select {
+			case <-stopWriting:
+				return
+			default:
+			}
+			fmt.Fprintf(pw, `{"id":%d,"token":%q,"alert":"x"}`+"\n", n, faultToken("9d00", 0, n))
+			n++
+			time.Sleep(3 * time.Millisecond)
+		}
+	}()
+	for range 3 {
+		time.Sleep(700 * time.Millisecond)
+		must(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		p.wait(20 * time.Second)
+		if p.waitErr != nil {
+			t.Fatalf("apnsd exited with %v\n%s", p.waitErr, tail(p.log.String(), 2000))
+		}
+		time.Sleep(200 * time.Millisecond) // lines wait in the held socket meanwhile
+		p = start()
+	}
+	time.Sleep(700 * time.Millisecond)
+	close(stopWriting)
+	n := <-written
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Errorf("apnsctl exited %d: %s", c, errOut.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("apnsctl did not finish\n%s", errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	failed := 0
+	for i, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil || m["ok"] != true || m["id"] != float64(i) {
+			failed++
+			if failed < 5 {
+				t.Errorf("answer %d: %s", i, l)
+			}
+		}
+	}
+	if len(lines) != n || failed > 0 {
+		t.Errorf("%d lines written, %d answers, %d not ok", n, len(lines), failed)
+	}
+	t.Logf("%d sends over 3 restarts behind a held socket, %d not ok; the stand-in received %d (duplicates from resends: %d)",
+		n, failed, h.sandbox.Count(), h.sandbox.Count()-n)
 	must(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	p.wait(20 * time.Second)
 }
