@@ -408,8 +408,12 @@ func printStatus(w io.Writer, r *ipc.Response) {
 		fmt.Fprintf(w, "LAST CONFIG RELOAD FAILED at %s (the previous config is in use): %s\n", s.LastReloadErrorAt.Format(time.RFC3339), s.LastReloadError)
 	}
 	q := s.Queue
-	fmt.Fprintf(w, "queue: %d waiting, %d in flight (capacity %d); sent %d, failed %d, refused %d, retries %d\n\n",
+	fmt.Fprintf(w, "queue: %d waiting, %d in flight (capacity %d); sent %d, failed %d, refused %d, retries %d\n",
 		q.Depth, q.InFlight, q.Capacity, q.Sent, q.Failed, q.Refused, q.Retries)
+	if sp := q.Spool; sp != nil {
+		fmt.Fprintf(w, "spool: %d wait:false notification(s) kept until APNs answers (%d of %d bytes) in %s\n", sp.Pending, sp.Bytes, sp.MaxBytes, sp.Dir)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "APP\tENV\tSTATE\tCONNS\tAUTH\tEXPIRES\tSENT\tFAILED\tPROBLEM")
 	var notes []string

@@ -87,8 +87,8 @@ func TestSpoolLeftAtDrainDeadlineThenReplayed(t *testing.T) {
 			t.Fatalf("answer %d: %v, want queued:true", i, m)
 		}
 	}
-	if st := h.d.spool.Stats(); st.PendingRecords != n {
-		t.Fatalf("spool holds %d records, want %d", st.PendingRecords, n)
+	if sp := h.d.Status().Queue.Spool; sp == nil || sp.Pending != n || sp.Appends != n {
+		t.Fatalf("status spool %+v, want %d pending", sp, n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	h.d.Shutdown(ctx)
