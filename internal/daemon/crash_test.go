@@ -338,7 +338,8 @@ func TestShutdownDeadlineKeepsQueued(t *testing.T) {
 // TestExpiredInHeldSocket: a socket held open while apnsd is not running
 // (as systemd's .socket unit holds it): a request written then, whose
 // deadline passes before apnsd starts, is answered expired and never sent;
-// one without a deadline, written alongside, is sent.
+// one without a deadline, written alongside, is sent. Then a request APNs
+// holds past its deadline is answered timeout at the deadline.
 func TestExpiredInHeldSocket(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	bin := buildApnsd(t)
@@ -391,6 +392,23 @@ func TestExpiredInHeldSocket(t *testing.T) {
 		if r.DeviceToken == "9c0001" || r.DeviceToken == "9c0002" {
 			t.Errorf("expired request %s reached APNs", r.DeviceToken)
 		}
+	}
+	// Still unanswered at its deadline (APNs holds it): answered timeout
+	// then, long before request_timeout (10s).
+	h.sandbox.SetResponder(func(r *apnstest.Request) apnstest.Reply {
+		if r.DeviceToken == "9c0004" {
+			return apnstest.Reply{Delay: 8 * time.Second}
+		}
+		return apnstest.Reply{}
+	})
+	sent := time.Now()
+	fmt.Fprintf(nc, `{"id":"slow","token":"9c0004","alert":"x","deadline":%d}`+"\n", sent.Add(700*time.Millisecond).UnixMilli())
+	line, err := br.ReadBytes('\n')
+	must(t, err)
+	var m map[string]any
+	must(t, json.Unmarshal(line, &m))
+	if m["error"] != ipc.CodeTimeout || m["retryable"] != true || time.Since(sent) > 6*time.Second {
+		t.Errorf("slow: %v after %s, want timeout at its deadline", m, time.Since(sent))
 	}
 	must(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	p.wait(20 * time.Second)
