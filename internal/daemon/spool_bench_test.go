@@ -9,21 +9,31 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apnsd/apnsd/internal/apnstest"
 )
 
 // BenchmarkSocketSend measures sends over the socket with C connections
 // each keeping W requests outstanding, against the stand-in answering at
-// once: "wait":false (answered once the spool has fdatasync'ed the record,
+// once (or, "apns-holds", never): "wait":false (answered once the spool has fdatasync'ed the record,
 // in a state_dir under TMPDIR) and "wait":true (answered once APNs has
 // answered). It reports answers per second and the latency from writing a
 // line to reading its answer (p50, p99). Printed, not asserted:
 //
 //	go test -run '^$' -bench BenchmarkSocketSend -benchtime 20000x ./internal/daemon
 func BenchmarkSocketSend(b *testing.B) {
-	for _, wait := range []bool{false, true} {
+	for _, mode := range []string{"wait=false", "wait=false,apns-holds", "wait=true"} {
+		wait := mode == "wait=true"
 		for _, shape := range []struct{ conns, window int }{{1, 1}, {1, 64}, {4, 64}} {
-			b.Run(fmt.Sprintf("wait=%v/%dx%d", wait, shape.conns, shape.window), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/%dx%d", mode, shape.conns, shape.window), func(b *testing.B) {
 				h := newHarness(b, harnessOpts{top: "queue_size = 1000000\nlog_level = \"warn\""})
+				if mode == "wait=false,apns-holds" {
+					// APNs never answers: the acknowledgements measure the
+					// spool path alone, without the delivery's CPU.
+					release := make(chan struct{})
+					h.sandbox.SetResponder(func(*apnstest.Request) apnstest.Reply { <-release; return apnstest.Reply{} })
+					b.Cleanup(func() { close(release) })
+				}
 				perConn := max(b.N/shape.conns, 1)
 				lat := make([][]time.Duration, shape.conns)
 				var wg sync.WaitGroup
