@@ -9,7 +9,6 @@ package daemon
 // stand-in must see each app's new credential.
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
@@ -167,6 +166,15 @@ type matrixApp struct {
 	want   string // identity of the credential the stand-in must see
 }
 
+// keyIdentity names a token key by its public half.
+func keyIdentity(k *ecdsa.PublicKey) string {
+	b, err := k.Bytes()
+	if err != nil {
+		return "bad key"
+	}
+	return "key:" + credID(b)
+}
+
 func credID(b []byte) string { s := sha256.Sum256(b); return fmt.Sprintf("%x", s[:8]) }
 
 func (m *matrix) newCert(a *matrixApp) *pki.Issued {
@@ -180,7 +188,7 @@ func (m *matrix) trust(a *matrixApp, key *ecdsa.PrivateKey) {
 	m.mu.Lock()
 	m.trusted[a.kid] = append(m.trusted[a.kid], &key.PublicKey)
 	m.mu.Unlock()
-	a.want = "key:" + credID(bytes.Clone(key.PublicKey.X.Bytes()))
+	a.want = keyIdentity(&key.PublicKey)
 }
 
 // verify accepts a JWT signed with any key ever installed under its kid
@@ -211,7 +219,7 @@ func (m *matrix) identity(r *apnstest.Request) string {
 	for kid, keys := range m.trusted {
 		for _, k := range keys {
 			if apnstest.ES256Verifier(map[string]*ecdsa.PublicKey{kid: k})(jwt) == "" {
-				return "key:" + credID(bytes.Clone(k.X.Bytes()))
+				return keyIdentity(k)
 			}
 		}
 	}
