@@ -84,12 +84,15 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 		{"log_level", old.LogLevel, cfg.LogLevel},
 		{"log_format", old.LogFormat, cfg.LogFormat},
 		{"unregistered_file", old.UnregisteredFile, cfg.UnregisteredFile},
+		{"state_dir", old.StateDir, cfg.StateDir},
+		{"spool_max_bytes", old.SpoolMaxBytes, cfg.SpoolMaxBytes},
 	} {
 		if c.old != c.new {
 			changes = append(changes, c.name+" changed; it takes effect at the next restart")
 		}
 	}
 	cfg.ShutdownTimeout, cfg.LogLevel, cfg.LogFormat, cfg.UnregisteredFile = old.ShutdownTimeout, old.LogLevel, old.LogFormat, old.UnregisteredFile
+	cfg.StateDir, cfg.SpoolMaxBytes = old.StateDir, old.SpoolMaxBytes
 	prevApps := cur.apps
 	next := map[string]*appState{}
 	var built []*appState
@@ -99,7 +102,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 			next[ac.Name] = prev
 			continue
 		}
-		st, err := buildApp(ac, d.root, now, d.tokenClock)
+		st, err := buildApp(ac, prevApps[ac.Name], d.root, now, d.tokenClock)
 		if err != nil {
 			for _, b := range built {
 				b.close()
@@ -129,7 +132,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 	d.mu.Unlock()
 	for name, st := range prevApps {
 		if next[name] != st {
-			st.retire()
+			d.retire(st)
 		}
 	}
 	for _, c := range changes {

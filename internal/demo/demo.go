@@ -86,6 +86,8 @@ func (d *Demo) setup(socket string) error {
 	conf := fmt.Sprintf(`# Written by apnsd -demo: throwaway credentials and local APNs stand-ins.
 request_timeout = "10s"
 shutdown_timeout = "5s"
+# Accepted "wait":false notifications, until APNs has answered them.
+state_dir = %q
 
 [socket]
 path = %q
@@ -106,7 +108,7 @@ default_env = "sandbox"
   cert_file = "production.pem"
   endpoint = %q
   ca_file = "stand-in-ca.pem"
-`, socket, App, Topic, d.Sandbox.URL, d.Production.URL)
+`, filepath.Join(d.Dir, "state"), socket, App, Topic, d.Sandbox.URL, d.Production.URL)
 	return os.WriteFile(d.ConfigPath, []byte(conf), 0o644)
 }
 
