@@ -203,9 +203,10 @@ func (s *Server) serveConn(c net.Conn) {
 	// per-connection bound on requests read but not answered.
 	order := make(chan pending, maxPending)
 	writerDone := make(chan struct{})
-	go s.writeLoop(c, order, writerDone)
+	rs := newReaderState()
+	go s.writeLoop(c, order, rs, writerDone)
 
-	br := bufio.NewReaderSize(c, 16<<10)
+	br := bufio.NewReaderSize(kickReader{c, rs}, 16<<10)
 	for {
 		line, tooLong, err := readLine(br, maxLine)
 		if tooLong {
@@ -227,47 +228,6 @@ func (s *Server) serveConn(c net.Conn) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// writeLoop writes the answers in request order. It flushes whenever the
-// next answer is not ready yet, so a pipelining client sees answers as soon
-// as they are in order. After a write error it keeps draining (answers are
-// then lost with the connection, as the client is gone).
-func (s *Server) writeLoop(c net.Conn, order <-chan pending, done chan<- struct{}) {
-	defer close(done)
-	bw := bufio.NewWriterSize(c, 16<<10)
-	var werr error
-	for p := range order {
-		var r *Response
-		select {
-		case r = <-p.ch:
-		default:
-			if werr == nil {
-				werr = bw.Flush()
-			}
-			r = <-p.ch
-		}
-		if werr != nil {
-			continue
-		}
-		r.ID = p.id
-		b, err := json.Marshal(r)
-		if err != nil {
-			b, _ = json.Marshal(ErrorResponse(Errorf(CodeInternal, "encoding response: %v", err)))
-		}
-		b = append(b, '\n')
-		if _, werr = bw.Write(b); werr != nil {
-			s.log().Debug("client connection write failed", "err", werr)
-			c.Close() // unblock the reader
-			continue
-		}
-		if len(order) == 0 {
-			werr = bw.Flush()
-		}
-	}
-	if werr == nil {
-		bw.Flush()
-	}
 }
 
 // readLine reads one '\n'-terminated line (without "\n" or "\r\n"). A line
