@@ -77,9 +77,9 @@ var fastDecodeCases = []struct {
 	{`{"priority":9223372036854775807,"expiration":-9223372036854775808}`, true},
 	{`{"badge":1.5,"sound":{"critical":1}}`, true},
 
-	{`{"Token":"aa"}`, false},       // encoding/json matches case-insensitively
-	{`{"tok\u0065n":"aa"}`, false},  // an escape in a key
-	{`{"token":"a\u0061"}`, false},  // an escape in a string field
+	{`{"Token":"aa"}`, false},      // encoding/json matches case-insensitively
+	{`{"tok\u0065n":"aa"}`, false}, // an escape in a key
+	{`{"token":"a\u0061"}`, false}, // an escape in a string field
 	{`{"token":"aa","token":"bb"}`, false},
 	{`{"unknown":1}`, false},
 	{`{"priority":1.0}`, false},
