@@ -497,3 +497,40 @@ func fastHex4(b []byte, at int) (rune, bool) {
 	}
 	return r, true
 }
+
+// alreadyCompact reports whether raw is one JSON value (as scanValue takes
+// it) without white space outside its strings: json.Compact would return it
+// unchanged.
+func alreadyCompact(raw []byte) bool {
+	end, ok := scanValue(raw, 0, 0)
+	if !ok || end != len(raw) {
+		return false
+	}
+	inString := false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case !inString && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return false
+		}
+	}
+	return true
+}
+
+// alreadyClean reports whether s is a device token as CleanToken returns
+// it (non-empty, even length, at most MaxTokenHex, lowercase hex), so that
+// CleanToken(s) is s.
+func alreadyClean(s string) bool {
+	if s == "" || len(s)%2 != 0 || len(s) > MaxTokenHex {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -138,11 +139,28 @@ func checkSameDecode(t *testing.T, line []byte) {
 			line[i] = '#'
 		}
 		again, _ := decodeRequest(in, false)
-		if !reflect.DeepEqual(fastReq, again) {
+		if !reflect.DeepEqual(fastReq, again) || !reflect.DeepEqual(refReq, again) {
 			t.Fatalf("%q: the decoded request changed with the line's buffer", in)
 		}
 		copy(line, in)
 	}
+	// The short cuts of Send: an already compact payload, a clean token.
+	if alreadyCompact(line) {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, line); err != nil || buf.String() != string(line) {
+			t.Fatalf("%q: alreadyCompact, but json.Compact gives %q, %v", line, buf.Bytes(), err)
+		}
+	}
+	if s := string(line); alreadyClean(s) {
+		if tok, err := cleanTokenSlow(s); err != nil || tok != s {
+			t.Fatalf("%q: alreadyClean, but CleanToken gives %q, %v", s, tok, err)
+		}
+	}
+}
+
+// cleanTokenSlow is CleanToken without its short cut.
+func cleanTokenSlow(s string) (string, error) {
+	return CleanToken(s + " ") // a trailing space is never clean, and CleanToken drops it
 }
 
 // FuzzFastDecode: for any line, DecodeRequest answers the same with the fast
@@ -150,6 +168,9 @@ func checkSameDecode(t *testing.T, line []byte) {
 func FuzzFastDecode(f *testing.F) {
 	for _, c := range fastDecodeCases {
 		f.Add([]byte(c.line))
+	}
+	for _, s := range []string{`{"aps":{"alert":"x"}}`, `{"a": 1}`, `["a\\\" b"]`, "a1b2", "A1B2", "abc"} {
+		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		checkSameDecode(t, line)

@@ -187,6 +187,9 @@ func (r *Request) buildPayload() ([]byte, *Error) {
 		return nil, Errorf(CodeBadRequest, "payload must be a JSON object")
 	}
 	if len(short) == 0 {
+		if alreadyCompact(r.Payload) { // fastdecode.go
+			return r.Payload, nil
+		}
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, r.Payload); err != nil {
 			return nil, Errorf(CodeBadRequest, "payload: %v", err)
@@ -250,6 +253,9 @@ const MaxTokenHex = 1024
 // and requires a non-empty, even number of hex digits. Apple says token length
 // may change, so no length is assumed.
 func CleanToken(s string) (string, error) {
+	if alreadyClean(s) { // fastdecode.go
+		return s, nil
+	}
 	var b strings.Builder
 	b.Grow(len(s))
 	for _, r := range s {

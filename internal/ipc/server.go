@@ -233,15 +233,19 @@ func isTimeout(err error) bool {
 // readLine reads one '\n'-terminated line (without "\n" or "\r\n"). A line
 // longer than max is consumed to its end and reported with tooLong; its
 // bytes are not kept. err is set at the end of input; line may still hold a
-// last unterminated line.
+// last unterminated line. line may be br's own buffer: it is valid until
+// the next read from br (a line that fits br's buffer is not copied).
 func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) {
 	for {
 		frag, e := br.ReadSlice('\n')
 		if !tooLong {
-			if len(line)+len(frag) > max+2 {
+			switch {
+			case len(line)+len(frag) > max+2:
 				tooLong = true
 				line = nil
-			} else {
+			case line == nil && !errors.Is(e, bufio.ErrBufferFull):
+				line = frag // the whole line at once: no copy
+			default:
 				line = append(line, frag...)
 			}
 		}
@@ -277,7 +281,8 @@ func answered(id json.RawMessage, r *Response) pending {
 }
 
 // handleLine decodes line, checks the op's permission and returns where its
-// one answer will come from.
+// one answer will come from. It keeps nothing of line (the reader reuses
+// its buffer): DecodeRequest's result does not alias it.
 func (s *Server) handleLine(p *Peer, line []byte) pending {
 	req, derr := DecodeRequest(line)
 	if derr != nil {
