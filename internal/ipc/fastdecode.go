@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 )
@@ -533,4 +534,20 @@ func alreadyClean(s string) bool {
 		}
 	}
 	return true
+}
+
+// payloadAsIs returns r.Payload when buildPayload would return it
+// unchanged: no shorthand (alert, badge, sound absent or null) and a
+// payload that is a JSON object already compact. It saves buildPayload's
+// maps and copy on the common path.
+func (r *Request) payloadAsIs() ([]byte, bool) {
+	for _, v := range [...]json.RawMessage{r.Alert, r.Badge, r.Sound} {
+		if len(v) > 0 && string(v) != "null" {
+			return nil, false
+		}
+	}
+	if len(r.Payload) == 0 || r.Payload[0] != '{' || !alreadyCompact(r.Payload) {
+		return nil, false
+	}
+	return r.Payload, true
 }

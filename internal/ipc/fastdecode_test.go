@@ -144,7 +144,15 @@ func checkSameDecode(t *testing.T, line []byte) {
 		}
 		copy(line, in)
 	}
-	// The short cuts of Send: an already compact payload, a clean token.
+	// The short cuts of Send: a payload used as it is, a clean token.
+	if fastReq != nil && fastErr == nil {
+		if p, ok := fastReq.payloadAsIs(); ok {
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, fastReq.Payload); err != nil || buf.String() != string(p) {
+				t.Fatalf("%q: payload used as is, but json.Compact gives %q, %v", line, buf.Bytes(), err)
+			}
+		}
+	}
 	if alreadyCompact(line) {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, line); err != nil || buf.String() != string(line) {

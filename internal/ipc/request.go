@@ -164,6 +164,9 @@ func (r *Request) Send() (*Send, *Error) {
 
 // buildPayload merges alert/badge/sound into payload.aps and compacts it.
 func (r *Request) buildPayload() ([]byte, *Error) {
+	if p, ok := r.payloadAsIs(); ok { // fastdecode.go
+		return p, nil
+	}
 	short := map[string]json.RawMessage{}
 	for k, v := range map[string]json.RawMessage{"alert": r.Alert, "badge": r.Badge, "sound": r.Sound} {
 		if len(v) > 0 && string(v) != "null" {
@@ -187,9 +190,6 @@ func (r *Request) buildPayload() ([]byte, *Error) {
 		return nil, Errorf(CodeBadRequest, "payload must be a JSON object")
 	}
 	if len(short) == 0 {
-		if alreadyCompact(r.Payload) { // fastdecode.go
-			return r.Payload, nil
-		}
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, r.Payload); err != nil {
 			return nil, Errorf(CodeBadRequest, "payload: %v", err)
