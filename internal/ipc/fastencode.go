@@ -107,7 +107,9 @@ func appendResponseFast(b []byte, r *Response) ([]byte, bool) {
 		b = append(b, `,"timestamp":`...)
 		b = strconv.AppendInt(b, r.Timestamp, 10)
 	}
-	if r.Queued {
+	// (Written so that it compiles whatever Queued's type; it runs only
+	// when Queued is a bool, fastResponseOK.)
+	if q, _ := any(r.Queued).(bool); q {
 		b = append(b, `,"queued":true`...)
 	}
 	if b, ok = appendStringField(b, `,"error":`, r.Error); !ok {

@@ -77,7 +77,7 @@ func (l countingListener) Accept() (net.Conn, error) {
 }
 
 // TestWritesPerWakeUp: a client that writes 300 lines at once, whose
-// answers are all known at once (refusals, "wait":false), gets them in at
+// answers are all known at once (refusals), gets them in at
 // most one write per read the server made: answers are not flushed one by
 // one while the reader is still working through lines it has read.
 func TestWritesPerWakeUp(t *testing.T) {
@@ -100,11 +100,17 @@ func TestWritesPerWakeUp(t *testing.T) {
 	defer nc.Close()
 	const n = 300
 	var lines bytes.Buffer
+	// Three kinds of answer the server knows at once: bad_json,
+	// unknown_op, and the backend's immediate queue_full.
+	codes := []string{CodeBadJSON, CodeUnknownOp, CodeQueueFull}
 	for i := range n {
-		if i%3 == 0 {
+		switch i % 3 {
+		case 0:
 			fmt.Fprintf(&lines, "garbage %d\n", i)
-		} else {
-			fmt.Fprintf(&lines, `{"id":%d,"token":"aabb","alert":"x","wait":false}`+"\n", i)
+		case 1:
+			fmt.Fprintf(&lines, `{"id":%d,"op":"nope"}`+"\n", i)
+		case 2:
+			fmt.Fprintf(&lines, `{"id":%d,"token":"aabb","alert":"x","app":"full"}`+"\n", i)
 		}
 	}
 	if _, err := nc.Write(lines.Bytes()); err != nil {
@@ -122,11 +128,7 @@ func TestWritesPerWakeUp(t *testing.T) {
 		if err := json.Unmarshal(line, &r); err != nil {
 			t.Fatalf("answer %d: %q: %v", i, line, err)
 		}
-		if i%3 == 0 {
-			if r.Error != CodeBadJSON {
-				t.Fatalf("answer %d: %s", i, line)
-			}
-		} else if string(r.ID) != fmt.Sprint(i) || !r.Queued {
+		if r.Error != codes[i%3] || i%3 != 0 && string(r.ID) != fmt.Sprint(i) {
 			t.Fatalf("answer %d: %s", i, line)
 		}
 	}
