@@ -14,8 +14,6 @@ func TestFastEncodeKnowsResponse(t *testing.T) {
 	}
 }
 
-func ptrBool(v bool) *bool { return &v }
-
 // fastEncodeCases are responses for the table test and the fuzz corpus;
 // fast tells whether appendResponseFast must encode it itself.
 var fastEncodeCases = []struct {
