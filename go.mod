@@ -8,12 +8,12 @@ require (
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/sideshow/apns2 v0.25.0
 	golang.org/x/net v0.62.0
+	golang.org/x/sys v0.49.0
 	software.sslmate.com/src/go-pkcs12 v0.7.4
 )
 
 require (
 	github.com/golang-jwt/jwt/v4 v4.4.1 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 )

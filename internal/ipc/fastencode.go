@@ -34,6 +34,7 @@ var responseFields = []struct {
 	{"Retryable", "retryable,omitempty", reflect.TypeFor[*bool]()},
 	{"Pong", "pong,omitempty", reflect.TypeFor[bool]()},
 	{"Version", "version,omitempty", reflect.TypeFor[string]()},
+	{"Health", "health,omitempty", reflect.TypeFor[string]()},
 	{"StatusReport", "", reflect.TypeFor[*StatusReport]()},
 	{"ReloadReport", "", reflect.TypeFor[*ReloadReport]()},
 }
@@ -129,6 +130,9 @@ func appendResponseFast(b []byte, r *Response) ([]byte, bool) {
 		b = append(b, `,"pong":true`...)
 	}
 	if b, ok = appendStringField(b, `,"version":`, r.Version); !ok {
+		return b, false
+	}
+	if b, ok = appendStringField(b, `,"health":`, r.Health); !ok {
 		return b, false
 	}
 	return append(b, '}'), true

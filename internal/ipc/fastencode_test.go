@@ -26,6 +26,7 @@ var fastEncodeCases = []struct {
 	{*ErrorResponse(Errorf(CodeUnknownOp, "unknown op %q (known: %s)", "x<y>&\t\n\r\b\f\x01\\", opNames())), true},
 	{*ErrorResponse(Errorf(CodeQueueFull, "queue full")), true},
 	{Response{OK: true, Pong: true, Version: "1.2.3"}, true},
+	{Response{OK: true, Version: "1.2.3", Health: "degraded"}, true},
 	{Response{}, true},
 	{Response{Status: -5, Timestamp: -1}, true},
 	{Response{ID: json.RawMessage(`"caf` + "\u00e9" + `"`)}, false},
@@ -78,10 +79,10 @@ func FuzzFastEncode(f *testing.F) {
 		if r.Retryable != nil {
 			hasRetry, retry = true, *r.Retryable
 		}
-		f.Add([]byte(r.ID), r.OK, r.Status, r.Reason, r.ApnsID, r.Timestamp, r.Queued, r.Error, r.Message, hasRetry, retry, r.Pong, r.Version)
+		f.Add([]byte(r.ID), r.OK, r.Status, r.Reason, r.ApnsID, r.Timestamp, r.Queued, r.Error, r.Message, hasRetry, retry, r.Pong, r.Version+r.Health)
 	}
 	f.Fuzz(func(t *testing.T, id []byte, ok bool, status int, reason, apnsID string, ts int64, queued bool, code, msg string, hasRetry, retry, pong bool, version string) {
-		r := &Response{ID: id, OK: ok, Status: status, Reason: reason, ApnsID: apnsID, Timestamp: ts, Queued: queued, Error: code, Message: msg, Pong: pong, Version: version}
+		r := &Response{ID: id, OK: ok, Status: status, Reason: reason, ApnsID: apnsID, Timestamp: ts, Queued: queued, Error: code, Message: msg, Pong: pong, Version: version, Health: version}
 		if hasRetry {
 			r.Retryable = &retry
 		}

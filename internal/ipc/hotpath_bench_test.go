@@ -79,8 +79,10 @@ func (instantBackend) Submit(_ *Peer, s *Send) (<-chan *Response, *Error) {
 	ch <- &Response{OK: true, Status: 200, ApnsID: "6f2a3b1c-0000-4000-8000-000000000001"}
 	return ch, nil
 }
-func (instantBackend) Status() *StatusReport                         { return &StatusReport{} }
-func (instantBackend) Reload(context.Context) (*ReloadReport, error) { return &ReloadReport{}, nil }
+func (instantBackend) Status() *StatusReport { return &StatusReport{} }
+func (instantBackend) Reload(context.Context, *Peer) (*ReloadReport, error) {
+	return &ReloadReport{}, nil
+}
 
 // BenchmarkServerLoop: the server's reader and writer on a Unix socket, a
 // client pipelining 64 requests at a time, answered at once by the backend;

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // The answer side of a connection: the writer goroutine gathers every
@@ -62,10 +63,13 @@ func (k kickReader) Read(p []byte) (int, error) {
 }
 
 // writeLoop writes the answers in request order until order is closed,
-// gathering them as described above. After a write error it keeps draining
-// (answers are then lost with the connection, as the client is gone) and
-// closes c to unblock the reader.
-func (s *Server) writeLoop(c net.Conn, order <-chan pending, rs *readerState, done chan<- struct{}) {
+// gathering them as described above: it takes every pending handed over,
+// writes every answer that is ready, and writes the buffer to c when it
+// would wait. A client that takes no answer for idle is cut off. After a
+// write error it keeps draining (answers are then lost with the
+// connection, as the client is gone). It releases one slot per answer
+// taken.
+func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct{}, idle time.Duration, rs *readerState, done chan<- struct{}) {
 	defer close(done)
 	var bufp *[]byte // nil while nothing is buffered
 	var werr error
@@ -74,9 +78,9 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, rs *readerState, do
 			return
 		}
 		if werr == nil {
+			c.SetWriteDeadline(time.Now().Add(idle))
 			if _, werr = c.Write(*bufp); werr != nil {
-				s.log().Debug("client connection write failed", "err", werr)
-				c.Close() // unblock the reader
+				s.writeFailed(c, werr)
 			}
 		}
 		if cap(*bufp) <= keepBuf {
@@ -86,65 +90,95 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, rs *readerState, do
 		bufp = nil
 	}
 	defer flush()
-	for {
-		var p pending
-		var ok bool
-		select {
-		case p, ok = <-order:
-		default:
-			p, ok = s.waitPending(order, rs, bufp != nil, flush)
-		}
-		if !ok {
-			return
-		}
-		var r *Response
-		select {
-		case r = <-p.ch:
-		default:
-			if bufp != nil {
-				runtime.Gosched() // let answers being completed now join this write
-				select {
-				case r = <-p.ch:
-				default:
-					flush()
-					r = <-p.ch
-				}
-			} else {
-				r = <-p.ch
-			}
-		}
+	write := func(p pending) {
+		<-slots
 		if werr != nil {
-			continue
+			return
 		}
 		if bufp == nil {
 			bufp = writeBufs.Get().(*[]byte)
 		}
-		r.ID = p.id
-		*bufp = appendResponse(*bufp, r)
+		if p.line != nil {
+			*bufp = append(*bufp, p.line...)
+		} else {
+			r := p.r
+			r.ID = p.id
+			*bufp = appendResponse(*bufp, r)
+		}
 		if len(*bufp) >= flushAt {
 			flush()
 		}
 	}
-}
-
-// waitPending waits for the next pending when none has been handed over.
-// With answers buffered, it flushes them once the reader waits for the
-// client (and not before: until then the reader may hand over more).
-func (s *Server) waitPending(order <-chan pending, rs *readerState, buffered bool, flush func()) (pending, bool) {
-	if buffered {
-		select {
-		case <-rs.kick: // drained: a token from now on is a new Read
-		default:
+	var q []pending
+	open := true
+	take := func(p pending, ok bool) {
+		if !ok {
+			open = false
+			return
 		}
-		if !rs.reading.Load() {
+		q = append(q, p)
+	}
+	for open || len(q) > 0 {
+		// Take every pending already handed over, then write every
+		// answer that is ready, in order.
+		for open {
 			select {
 			case p, ok := <-order:
-				return p, ok
-			case <-rs.kick:
+				take(p, ok)
+				continue
+			default:
+			}
+			break
+		}
+		for len(q) > 0 && q[0].ready() {
+			write(q[0])
+			q[0] = pending{}
+			q = q[1:]
+		}
+		if len(q) == 0 {
+			q = nil // let a burst's backing array go
+		}
+		if !open && len(q) == 0 {
+			break
+		}
+		// The writer would wait now: write what is buffered first, once
+		// waiting is certain.
+		if bufp != nil {
+			if len(q) > 0 {
+				runtime.Gosched() // let answers being completed now join this write
+				if q[0].ready() {
+					continue
+				}
+				flush()
+			} else {
+				select {
+				case <-rs.kick: // drained: a token from now on is a new Read
+				default:
+				}
+				if !rs.reading.Load() {
+					select {
+					case p, ok := <-order:
+						take(p, ok)
+						continue
+					case <-rs.kick:
+					}
+				}
+				flush()
 			}
 		}
-		flush()
+		var head <-chan *Response
+		if len(q) > 0 {
+			head = q[0].ch
+		}
+		in := order
+		if !open {
+			in = nil
+		}
+		select {
+		case p, ok := <-in:
+			take(p, ok)
+		case r := <-head:
+			q[0].r = r
+		}
 	}
-	p, ok := <-order
-	return p, ok
 }

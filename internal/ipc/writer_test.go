@@ -159,7 +159,11 @@ func TestWriterGathersReadyAnswers(t *testing.T) {
 	rs.reading.Store(true) // the reader waits for the client
 	done := make(chan struct{})
 	s := &Server{}
-	go s.writeLoop(cc, order, rs, done)
+	slots := make(chan struct{}, n)
+	for range n {
+		slots <- struct{}{}
+	}
+	go s.writeLoop(cc, order, slots, time.Minute, rs, done)
 
 	answer := func(i int) { chs[i] <- &Response{OK: true, Status: 200, ApnsID: fmt.Sprint("a", i)} }
 	// The first half becomes ready, last one first.
