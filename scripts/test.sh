@@ -53,7 +53,7 @@ echo "== short fuzz runs"
 fuzzlog=$(mktemp)
 # package:target; FuzzDecodeRequest runs a line through ipc's decoding and
 # the daemon's NewNotification, so it lives in internal/daemon.
-for pf in internal/daemon:FuzzDecodeRequest internal/ipc:FuzzCleanToken internal/ipc:FuzzFraming; do
+for pf in internal/daemon:FuzzDecodeRequest internal/ipc:FuzzCleanToken internal/ipc:FuzzFraming internal/ipc:FuzzFastDecode internal/ipc:FuzzFastEncode; do
   pkg=${pf%%:*} f=${pf#*:}
   for try in 1 2; do
     before=$(ls $pkg/testdata/fuzz/$f 2>/dev/null | wc -l)

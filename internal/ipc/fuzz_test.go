@@ -51,7 +51,7 @@ func FuzzFraming(f *testing.F) {
 			} else if len(line) > max {
 				t.Fatalf("line of %d bytes > max %d", len(line), max)
 			} else {
-				got = append(got, line)
+				got = append(got, bytes.Clone(line)) // line is valid until the next read
 			}
 			if err != nil {
 				break

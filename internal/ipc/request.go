@@ -67,7 +67,11 @@ type Send struct {
 
 // DecodeRequest parses one line. On failure it returns the *Error to answer
 // with and whatever id could be recovered, so the answer can still echo it.
-func DecodeRequest(line []byte) (*Request, *Error) {
+func DecodeRequest(line []byte) (*Request, *Error) { return decodeRequest(line, true) }
+
+// decodeRequest is DecodeRequest; with fast false it never takes
+// decodeFast's short cut (the reference, for FuzzFastDecode).
+func decodeRequest(line []byte, fast bool) (*Request, *Error) {
 	trimmed := bytes.TrimSpace(line)
 	if !utf8.Valid(trimmed) {
 		return nil, Errorf(CodeBadJSON, "line is not valid UTF-8 (at byte %d); send JSON as UTF-8", invalidUTF8At(trimmed))
@@ -82,6 +86,9 @@ func DecodeRequest(line []byte) (*Request, *Error) {
 		return nil, Errorf(CodeBadJSON, "a request must be a JSON object")
 	}
 	var req Request
+	if fast && decodeFast(trimmed, &req) { // fastdecode.go: what the decoder below would give, without it
+		return checkID(&req)
+	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&req)
@@ -104,13 +111,19 @@ func DecodeRequest(line []byte) (*Request, *Error) {
 		req.ID = idOnly.ID
 		return &req, Errorf(CodeBadRequest, "%s", describeDecodeError(err))
 	}
+	return checkID(&req)
+}
+
+// checkID ends DecodeRequest for a decoded line: "id": null is no id, and
+// an id must be a string or a number.
+func checkID(req *Request) (*Request, *Error) {
 	if string(req.ID) == "null" {
 		req.ID = nil // "id": null is the same as no id
 	}
 	if len(req.ID) > 0 && !validID(req.ID) {
-		return &req, Errorf(CodeBadRequest, "id must be a string or a number")
+		return req, Errorf(CodeBadRequest, "id must be a string or a number")
 	}
-	return &req, nil
+	return req, nil
 }
 
 // validID reports whether a (valid JSON) id is a string or a number.
@@ -178,6 +191,9 @@ const minDeadlineMs = 1_000_000_000_000
 
 // buildPayload merges alert/badge/sound into payload.aps and compacts it.
 func (r *Request) buildPayload() ([]byte, *Error) {
+	if p, ok := r.payloadAsIs(); ok { // fastdecode.go
+		return p, nil
+	}
 	short := map[string]json.RawMessage{}
 	for k, v := range map[string]json.RawMessage{"alert": r.Alert, "badge": r.Badge, "sound": r.Sound} {
 		if len(v) > 0 && string(v) != "null" {
@@ -264,6 +280,9 @@ const MaxTokenHex = 1024
 // and requires a non-empty, even number of hex digits. Apple says token length
 // may change, so no length is assumed.
 func CleanToken(s string) (string, error) {
+	if alreadyClean(s) { // fastdecode.go
+		return s, nil
+	}
 	var b strings.Builder
 	b.Grow(len(s))
 	for _, r := range s {

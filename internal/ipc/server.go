@@ -366,10 +366,11 @@ func (s *Server) serveConn(c net.Conn, peer *Peer) {
 	slots := make(chan struct{}, maxPending)
 	order := make(chan pending)
 	writerDone := make(chan struct{})
-	go s.writeLoop(c, order, slots, idle, writerDone)
+	rs := newReaderState()
+	go s.writeLoop(c, order, slots, idle, rs, writerDone)
 
 	cr := &connReader{s: s, c: c, idle: idle, line: lineTimeout, slots: slots}
-	br := bufio.NewReaderSize(cr, bufSize)
+	br := bufio.NewReaderSize(kickReader{cr, rs}, bufSize)
 	push := func(p pending) {
 		slots <- struct{}{}
 		order <- p
@@ -458,97 +459,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// writeLoop writes the answers in request order, each as soon as it and
-// those before it are known, and flushes whenever it would wait. A client
-// that takes no answer for idle is cut off. After a write error it keeps
-// draining (answers are then lost with the connection, as the client is
-// gone). It releases one slot per answer taken.
-func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct{}, idle time.Duration, done chan<- struct{}) {
-	defer close(done)
-	bw := bufio.NewWriterSize(c, bufSize)
-	var werr error
-	var q []pending
-	open := true
-	write := func(p pending) {
-		<-slots
-		if werr != nil {
-			return
-		}
-		b := p.line
-		if b == nil {
-			r := p.r
-			r.ID = p.id
-			var err error
-			if b, err = json.Marshal(r); err != nil {
-				b, _ = json.Marshal(ErrorResponse(Errorf(CodeInternal, "encoding response: %v", err)))
-			}
-			b = append(b, '\n')
-		}
-		if bw.Available() < len(b) {
-			c.SetWriteDeadline(time.Now().Add(idle))
-		}
-		if _, werr = bw.Write(b); werr != nil {
-			s.writeFailed(c, werr)
-		}
-	}
-	for open || len(q) > 0 {
-		// Take every pending already handed over, then write every
-		// answer that is ready, in order.
-		for open {
-			select {
-			case p, ok := <-order:
-				if !ok {
-					open = false
-					continue
-				}
-				q = append(q, p)
-				continue
-			default:
-			}
-			break
-		}
-		for len(q) > 0 && q[0].ready() {
-			write(q[0])
-			q[0] = pending{}
-			q = q[1:]
-		}
-		if len(q) == 0 {
-			q = nil // let a burst's backing array go
-		}
-		if !open && len(q) == 0 {
-			break
-		}
-		if werr == nil && bw.Buffered() > 0 {
-			c.SetWriteDeadline(time.Now().Add(idle))
-			if werr = bw.Flush(); werr != nil {
-				s.writeFailed(c, werr)
-			}
-		}
-		var head <-chan *Response
-		if len(q) > 0 {
-			head = q[0].ch
-		}
-		in := order
-		if !open {
-			in = nil
-		}
-		select {
-		case p, ok := <-in:
-			if !ok {
-				open = false
-			} else {
-				q = append(q, p)
-			}
-		case r := <-head:
-			q[0].r = r
-		}
-	}
-	if werr == nil {
-		c.SetWriteDeadline(time.Now().Add(idle))
-		bw.Flush()
-	}
-}
-
 func (s *Server) writeFailed(c net.Conn, err error) {
 	if isTimeout(err) {
 		s.rate().Log(slog.LevelInfo, "timeout write", "closed a client connection: it did not read its answers (socket.idle_timeout)")
@@ -561,15 +471,19 @@ func (s *Server) writeFailed(c net.Conn, err error) {
 // readLine reads one '\n'-terminated line (without "\n" or "\r\n"). A line
 // longer than max is consumed to its end and reported with tooLong; its
 // bytes are not kept. err is set at the end of input; line may still hold a
-// last unterminated line.
+// last unterminated line. line may be br's own buffer: it is valid until
+// the next read from br (a line that fits br's buffer is not copied).
 func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) {
 	for {
 		frag, e := br.ReadSlice('\n')
 		if !tooLong {
-			if len(line)+len(frag) > max+2 {
+			switch {
+			case len(line)+len(frag) > max+2:
 				tooLong = true
 				line = nil
-			} else {
+			case line == nil && !errors.Is(e, bufio.ErrBufferFull):
+				line = frag // the whole line at once: no copy
+			default:
 				line = append(line, frag...)
 			}
 		}
@@ -618,15 +532,12 @@ func (p *pending) ready() bool {
 // answered is a pending whose answer is already known.
 func answered(id json.RawMessage, r *Response) pending {
 	r.ID = id
-	b, err := json.Marshal(r)
-	if err != nil {
-		return pending{id: id, r: r}
-	}
-	return pending{id: id, line: append(b, '\n')}
+	return pending{id: id, line: appendResponse(nil, r)}
 }
 
 // handleLine decodes line, checks the op's permission and returns where its
-// one answer will come from.
+// one answer will come from. It keeps nothing of line (the reader reuses
+// its buffer): DecodeRequest's result does not alias it.
 func (s *Server) handleLine(p *Peer, line []byte) pending {
 	req, derr := DecodeRequest(line)
 	if derr != nil {

@@ -1,0 +1,213 @@
+package ipc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// countingConn counts the Read and Write calls on a connection and keeps
+// what was written. Conn may be nil for a writer-only test.
+type countingConn struct {
+	net.Conn
+	mu            sync.Mutex
+	reads, writes int
+	written       [][]byte
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	c.reads++
+	c.mu.Unlock()
+	return c.Conn.Read(p)
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes++
+	c.written = append(c.written, append([]byte(nil), p...))
+	c.mu.Unlock()
+	if c.Conn == nil {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *countingConn) Close() error {
+	if c.Conn == nil {
+		return nil
+	}
+	return c.Conn.Close()
+}
+
+func (c *countingConn) SetWriteDeadline(t time.Time) error {
+	if c.Conn == nil {
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *countingConn) counts() (reads, writes int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads, c.writes
+}
+
+// countingListener wraps each accepted connection in a countingConn.
+type countingListener struct {
+	net.Listener
+	conns chan *countingConn
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	cc := &countingConn{Conn: c}
+	l.conns <- cc
+	return cc, nil
+}
+
+// TestWritesPerWakeUp: a client that writes 300 lines at once, whose
+// answers are all known at once (refusals), gets them in at
+// most one write per read the server made: answers are not flushed one by
+// one while the reader is still working through lines it has read.
+func TestWritesPerWakeUp(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := countingListener{Listener: l, conns: make(chan *countingConn, 1)}
+	s := &Server{Backend: &fakeBackend{}}
+	go s.Serve(cl)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s.CloseConns(ctx)
+	}()
+	nc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	const n = 300
+	var lines bytes.Buffer
+	// Three kinds of answer the server knows at once: bad_json,
+	// unknown_op, and the backend's immediate queue_full.
+	codes := []string{CodeBadJSON, CodeUnknownOp, CodeQueueFull}
+	for i := range n {
+		switch i % 3 {
+		case 0:
+			fmt.Fprintf(&lines, "garbage %d\n", i)
+		case 1:
+			fmt.Fprintf(&lines, `{"id":%d,"op":"nope"}`+"\n", i)
+		case 2:
+			fmt.Fprintf(&lines, `{"id":%d,"token":"aabb","alert":"x","app":"full"}`+"\n", i)
+		}
+	}
+	if _, err := nc.Write(lines.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	nc.(*net.TCPConn).CloseWrite()
+	nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(nc)
+	for i := range n {
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		var r Response
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("answer %d: %q: %v", i, line, err)
+		}
+		if r.Error != codes[i%3] || i%3 != 0 && string(r.ID) != fmt.Sprint(i) {
+			t.Fatalf("answer %d: %s", i, line)
+		}
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("more answers than requests")
+	}
+	cc := <-cl.conns
+	reads, writes := cc.counts()
+	t.Logf("%d answers in %d writes; the server read %d times", n, writes, reads)
+	if writes > reads {
+		t.Errorf("%d writes for %d reads: answers were flushed without the writer having to wait", writes, reads)
+	}
+}
+
+// TestWriterGathersReadyAnswers: answers that become ready together leave
+// in one write, in request order; when the next answer is not ready, what
+// is buffered is written before waiting for it.
+func TestWriterGathersReadyAnswers(t *testing.T) {
+	const n = 64
+	order := make(chan pending, n)
+	chs := make([]chan *Response, n)
+	for i := range chs {
+		chs[i] = make(chan *Response, 1)
+		order <- pending{id: json.RawMessage(fmt.Sprint(i)), ch: chs[i]}
+	}
+	cc := &countingConn{}
+	rs := newReaderState()
+	rs.reading.Store(true) // the reader waits for the client
+	done := make(chan struct{})
+	s := &Server{}
+	slots := make(chan struct{}, n)
+	for range n {
+		slots <- struct{}{}
+	}
+	go s.writeLoop(cc, order, slots, time.Minute, rs, done)
+
+	answer := func(i int) { chs[i] <- &Response{OK: true, Status: 200, ApnsID: fmt.Sprint("a", i)} }
+	// The first half becomes ready, last one first.
+	for i := n/2 - 1; i >= 0; i-- {
+		answer(i)
+	}
+	waitWrites(t, cc, 1)
+	// The writer now waits for answer n/2; the rest becomes ready together.
+	for i := n - 1; i >= n/2; i-- {
+		answer(i)
+	}
+	waitWrites(t, cc, 2)
+	close(order)
+	<-done
+	if _, w := cc.counts(); w != 2 {
+		t.Fatalf("%d writes, want 2", w)
+	}
+	var all []string
+	for k, w := range cc.written {
+		got := strings.Split(strings.TrimSuffix(string(w), "\n"), "\n")
+		if len(got) != n/2 {
+			t.Errorf("write %d has %d answers, want %d", k, len(got), n/2)
+		}
+		all = append(all, got...)
+	}
+	for i, line := range all {
+		want := fmt.Sprintf(`{"id":%d,"ok":true,"status":200,"apns_id":"a%d"}`, i, i)
+		if line != want {
+			t.Fatalf("answer %d: %s, want %s", i, line, want)
+		}
+	}
+}
+
+func waitWrites(t *testing.T, cc *countingConn, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, w := cc.counts(); w >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, w := cc.counts()
+			t.Fatalf("%d writes after 10s, want %d", w, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
