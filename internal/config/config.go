@@ -37,6 +37,11 @@ const (
 	DefaultLineTimeout          = 10 * time.Second
 )
 
+// DefaultUnavailableWait is how long a send waits for a connection to APNs
+// while none is up (unavailable_wait); Parse lowers it to request_timeout
+// when that is shorter.
+const DefaultUnavailableWait = 3 * time.Second
+
 // Limits enforced by Validate.
 const (
 	// MinLineBytes leaves room for a 5120-byte VoIP payload plus the
@@ -125,6 +130,11 @@ type Config struct {
 	QueueSize int
 	// ShutdownTimeout is the graceful drain deadline on SIGTERM.
 	ShutdownTimeout time.Duration
+	// UnavailableWait is how long a notification waits while no
+	// connection to APNs is up before it is answered unavailable
+	// (retryable), instead of waiting its whole request_timeout; at most
+	// RequestTimeout. Parse copies it into every EnvConfig.
+	UnavailableWait time.Duration
 	// LogLevel is one of LogLevels.
 	LogLevel string
 	// LogFormat is one of LogFormats; "auto" means journal when
@@ -232,6 +242,11 @@ type EnvConfig struct {
 	CAFile string
 	// Connections is the number of persistent HTTP/2 connections.
 	Connections int
+	// UnavailableWait is the top-level unavailable_wait (Config.
+	// UnavailableWait), which Parse copies here so that an environment's
+	// client is built from its EnvConfig alone (and a config reload that
+	// changes it rebuilds the apps); 0 means the transport's default (3s).
+	UnavailableWait time.Duration
 }
 
 // AuthKind returns "certificate" when the environment has a certificate
@@ -250,6 +265,7 @@ func Default() *Config {
 		RequestTimeout:  DefaultRequestTimeout,
 		QueueSize:       DefaultQueueSize,
 		ShutdownTimeout: DefaultShutdownTimeout,
+		UnavailableWait: DefaultUnavailableWait,
 		LogLevel:        DefaultLogLevel,
 		LogFormat:       DefaultLogFormat,
 		StateDir:        DefaultStateDir,

@@ -32,6 +32,7 @@ func TestDefault(t *testing.T) {
 		RequestTimeout:  30 * time.Second,
 		QueueSize:       10000,
 		ShutdownTimeout: 15 * time.Second,
+		UnavailableWait: 3 * time.Second,
 		StateDir:        "/var/lib/apnsd",
 		SpoolMaxBytes:   64 << 20,
 		LogLevel:        "info",
@@ -389,7 +390,7 @@ func TestExampleFile(t *testing.T) {
 	d := Default()
 	if c.RequestTimeout != d.RequestTimeout || c.QueueSize != d.QueueSize || c.ShutdownTimeout != d.ShutdownTimeout ||
 		c.LogLevel != d.LogLevel || c.LogFormat != d.LogFormat || c.UnregisteredFile != "" ||
-		c.StateDir != d.StateDir || c.SpoolMaxBytes != d.SpoolMaxBytes {
+		c.StateDir != d.StateDir || c.SpoolMaxBytes != d.SpoolMaxBytes || c.UnavailableWait != d.UnavailableWait {
 		t.Errorf("example top-level values differ from Default(): %+v", c)
 	}
 	s := c.Socket

@@ -149,6 +149,7 @@ type fileConfig struct {
 	RequestTimeout   *duration  `toml:"request_timeout"`
 	QueueSize        *int       `toml:"queue_size"`
 	ShutdownTimeout  *duration  `toml:"shutdown_timeout"`
+	UnavailableWait  *duration  `toml:"unavailable_wait"`
 	LogLevel         string     `toml:"log_level"`
 	LogFormat        string     `toml:"log_format"`
 	UnregisteredFile string     `toml:"unregistered_file"`
@@ -267,6 +268,13 @@ func (fc *fileConfig) config(dir string) *Config {
 	if fc.ShutdownTimeout != nil {
 		c.ShutdownTimeout = time.Duration(*fc.ShutdownTimeout)
 	}
+	if fc.UnavailableWait != nil {
+		c.UnavailableWait = time.Duration(*fc.UnavailableWait)
+	} else if c.RequestTimeout > 0 {
+		// Left out: the default, but never longer than request_timeout
+		// (a short request_timeout alone stays a valid config).
+		c.UnavailableWait = min(c.UnavailableWait, c.RequestTimeout)
+	}
 	if fc.LogLevel != "" {
 		c.LogLevel = fc.LogLevel
 	}
@@ -328,6 +336,14 @@ func (fc *fileConfig) config(dir string) *Config {
 			}
 		}
 		c.Apps = append(c.Apps, a)
+	}
+	// Each environment's client is built from its EnvConfig alone.
+	for i := range c.Apps {
+		for _, e := range []*EnvConfig{c.Apps[i].Sandbox, c.Apps[i].Production} {
+			if e != nil {
+				e.UnavailableWait = c.UnavailableWait
+			}
+		}
 	}
 	return c
 }

@@ -53,6 +53,12 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		p.top("shutdown_timeout", "must be positive, got %v", c.ShutdownTimeout)
 	}
+	switch {
+	case c.UnavailableWait <= 0:
+		p.top("unavailable_wait", "must be positive, got %v", c.UnavailableWait)
+	case c.RequestTimeout > 0 && c.UnavailableWait > c.RequestTimeout:
+		p.top("unavailable_wait", "must be at most request_timeout (%v), got %v", c.RequestTimeout, c.UnavailableWait)
+	}
 	if !slices.Contains(LogLevels, c.LogLevel) {
 		p.top("log_level", "must be one of %s, got %q", strings.Join(LogLevels, ", "), c.LogLevel)
 	}

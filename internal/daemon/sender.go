@@ -164,6 +164,9 @@ func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now tim
 		RootCAs:     roots,
 		Connections: ec.Connections,
 		Logger:      log.With("component", "apns", "app", app.cfg.Name, "env", ec.Name),
+		// unavailable_wait: with no connection up, a send is answered
+		// unavailable after this, not at its request_timeout.
+		UnavailableWait: ec.UnavailableWait,
 	}
 	if ec.AuthKind() == "token" {
 		if app.token == nil {
