@@ -13,13 +13,17 @@ import (
 
 // Defaults applied to keys the file leaves out.
 const (
-	DefaultRequestTimeout    = 30 * time.Second
-	DefaultQueueSize         = 10000
-	DefaultShutdownTimeout   = 15 * time.Second
-	DefaultLogLevel          = "info"
-	DefaultLogFormat         = "auto"
-	DefaultSocketMode        = os.FileMode(0o660)
-	DefaultMaxLineBytes      = 65536
+	DefaultRequestTimeout  = 30 * time.Second
+	DefaultQueueSize       = 10000
+	DefaultShutdownTimeout = 15 * time.Second
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "auto"
+	DefaultSocketMode      = os.FileMode(0o660)
+	// DefaultMaxLineBytes fits a full multicast: 1000 tokens of 64 hex
+	// digits are about 67 KB of line with a payload. Memory stays bounded
+	// per connection: one line is buffered at a time (a longer one is
+	// skipped, not kept), and what is decoded is bounded by queue_size.
+	DefaultMaxLineBytes      = 128 << 10
 	DefaultMaxPendingPerConn = 1024
 	DefaultConnections       = 1
 )

@@ -228,7 +228,7 @@ func (c *cli) send(args []string) int {
 		return code
 	}
 	switch {
-	case r.Queued:
+	case r.Queued != nil:
 		fmt.Fprintln(c.stdout, "queued")
 	case r.OK:
 		fmt.Fprintf(c.stdout, "delivered apns-id=%s\n", r.ApnsID)

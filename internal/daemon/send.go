@@ -18,6 +18,9 @@ import (
 // and hands the notification to a goroutine that answers it exactly once.
 // It does not block. peer is not used yet (per-app authorization, issue 12).
 func (d *Daemon) Submit(_ *ipc.Peer, s *ipc.Send) (<-chan *ipc.Response, *ipc.Error) {
+	if s.Tokens != nil {
+		return d.submitMulticast(s) // multicast.go
+	}
 	n, e := NewNotification(s)
 	if e != nil {
 		return nil, e

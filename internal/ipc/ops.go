@@ -83,7 +83,7 @@ func (s *Server) opSend(p *Peer, req *Request) pending {
 		return answered(req.ID, ErrorResponse(e))
 	}
 	if !send.Wait {
-		return answered(req.ID, &Response{OK: true, Queued: true})
+		return answered(req.ID, queuedAnswer(send))
 	}
 	return pending{id: req.ID, ch: ch}
 }

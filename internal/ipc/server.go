@@ -34,7 +34,7 @@ type Backend interface {
 
 // Defaults for Server fields left zero.
 const (
-	DefaultMaxLineBytes = 64 << 10
+	DefaultMaxLineBytes = 128 << 10
 	DefaultMaxPending   = 1024
 )
 
