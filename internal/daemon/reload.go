@@ -206,11 +206,13 @@ func (es *envSender) reloadCertificate(now time.Time) (changed bool, err error) 
 	return true, nil
 }
 
-// reloadTokenKey re-reads the app's .p8 key. A different key is handed to
-// the shared token source (which mints with it at once) and this
-// environment moves to new connections.
+// reloadTokenKey re-reads the environment's .p8 key (its own
+// [apps.<env>.token] or the app's [apps.token]). A different key is handed
+// to the environment's token source (which mints with it at once; the
+// app's source is shared with the other environment when both use it) and
+// this environment moves to new connections.
 func (es *envSender) reloadTokenKey(now time.Time) (changed bool, err error) {
-	tc := es.app.cfg.Token
+	tc := es.tokenConfig()
 	key, err := apns.LoadTokenKey(tc.KeyFile, tc.KeyID, tc.TeamID, now)
 	if err != nil {
 		return false, err
