@@ -31,6 +31,8 @@ type Daemon struct {
 
 	started      time.Time
 	unregistered *unregisteredLog // nil when unregistered_file is off
+	// metrics is nil without [metrics] listen (metrics.go); set in New.
+	metrics *metrics
 
 	listener net.Listener
 	// inherited is set when the listener came from outside (systemd socket
@@ -128,6 +130,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		tokenClock:   o.tokenClock,
 	}
 	d.state.Store(&state{cfg: cfg, apps: apps})
+	if cfg.Metrics.Listen != "" {
+		d.metrics = newMetrics(d)
+	}
 	d.drainCtx, d.drainCancel = context.WithCancel(context.Background())
 	ipcLog := log.With("component", "ipc")
 	d.srv = &ipc.Server{
@@ -158,6 +163,12 @@ func (d *Daemon) Start() error {
 			return err
 		}
 		d.listener = l
+	}
+	if d.metrics != nil {
+		if err := d.metrics.serve(st.cfg.Metrics, d.root.With("component", "metrics")); err != nil {
+			d.closeClients()
+			return err
+		}
 	}
 	d.serveErr = make(chan error, 1)
 	go func() { d.serveErr <- d.srv.Serve(d.listener) }()
@@ -206,6 +217,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		defer cancel()
 		d.srv.CloseConns(flushCtx)
 		d.closeClients()
+		d.metrics.close()
 		d.unregistered.close()
 		if !d.inherited {
 			if l, ok := d.listener.(*net.UnixListener); ok {

@@ -117,6 +117,7 @@ func (d *Daemon) submitMulticast(s *ipc.Send) (<-chan *ipc.Response, *ipc.Error)
 // and puts the one answer on ch. Every token is answered within timeout,
 // counted and logged exactly as a single send (d.answer).
 func (d *Daemon) deliverMulticast(a *admission, tmpl apns.Notification, s *ipc.Send, timeout time.Duration, ch chan<- *ipc.Response) {
+	since := time.Now()
 	var answered atomic.Int64
 	defer func() { d.release(a, answered.Load()) }()
 	ctx, cancel := context.WithTimeout(d.drainCtx, timeout)
@@ -136,7 +137,9 @@ func (d *Daemon) deliverMulticast(a *admission, tmpl apns.Notification, s *ipc.S
 			n.DeviceToken = s.Tokens[i]
 			n.ApnsID = apns.NewUUID()
 			res, err := d.sendWithRetry(ctx, a.es, &n)
-			results[i] = ipc.TokenResultFrom(n.DeviceToken, d.answer(a.es, &n, res, err, timeout))
+			r := d.answer(a.es, &n, res, err, timeout)
+			d.metrics.answered(a.es, r, since)
+			results[i] = ipc.TokenResultFrom(n.DeviceToken, r)
 			d.pending.Add(-1)
 			answered.Add(1)
 		}

@@ -35,6 +35,7 @@ func (d *Daemon) Reload(ctx context.Context) (*ipc.ReloadReport, error) {
 	now := time.Now()
 	if path := d.current().cfg.Path; path != "" {
 		changes, err := d.reloadConfig(now)
+		d.metrics.reloaded("config", err)
 		d.mu.Lock()
 		d.lastReload = now
 		d.lastReloadErr = err
@@ -80,12 +81,14 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 		{"log_level", old.LogLevel, cfg.LogLevel},
 		{"log_format", old.LogFormat, cfg.LogFormat},
 		{"unregistered_file", old.UnregisteredFile, cfg.UnregisteredFile},
+		{"metrics.listen", old.Metrics.Listen, cfg.Metrics.Listen},
 	} {
 		if c.old != c.new {
 			changes = append(changes, c.name+" changed; it takes effect at the next restart")
 		}
 	}
 	cfg.ShutdownTimeout, cfg.LogLevel, cfg.LogFormat, cfg.UnregisteredFile = old.ShutdownTimeout, old.LogLevel, old.LogFormat, old.UnregisteredFile
+	cfg.Metrics = old.Metrics
 	prevApps := cur.apps
 	next := map[string]*appState{}
 	var built []*appState
@@ -174,7 +177,11 @@ func (d *Daemon) reloadEnv(es *envSender, now time.Time, why string) (changed bo
 		changed, err = es.reloadCertificate(now)
 	}
 	if err != nil {
+		d.metrics.reloaded("credential", err)
 		return false, err
+	}
+	if changed {
+		d.metrics.reloaded("credential", nil)
 	}
 	es.setReloadErr(nil, now)
 	es.watch = watchState{contents: h}

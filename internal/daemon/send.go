@@ -17,7 +17,8 @@ import (
 // (NewNotification), picks the app and environment from the current state
 // and hands the notification to a goroutine that answers it exactly once.
 // It does not block. peer is not used yet (per-app authorization, issue 12).
-func (d *Daemon) Submit(_ *ipc.Peer, s *ipc.Send) (<-chan *ipc.Response, *ipc.Error) {
+func (d *Daemon) Submit(_ *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
+	defer func() { d.metrics.refusedSend(e) }() // metrics.go
 	if s.Tokens != nil {
 		return d.submitMulticast(s) // multicast.go
 	}
@@ -89,10 +90,13 @@ func (d *Daemon) deliver(es *envSender, n *apns.Notification, timeout time.Durat
 	defer d.wg.Done()
 	defer es.active.Done()
 	defer d.pending.Add(-1)
+	since := time.Now()
 	ctx, cancel := context.WithTimeout(d.drainCtx, timeout)
 	defer cancel()
 	res, err := d.sendWithRetry(ctx, es, n)
-	ch <- d.answer(es, n, res, err, timeout)
+	r := d.answer(es, n, res, err, timeout)
+	d.metrics.answered(es, r, since)
+	ch <- r
 }
 
 // Retry policy. Transient failures are sent again with exponential backoff
@@ -110,7 +114,9 @@ func (d *Daemon) sendWithRetry(ctx context.Context, es *envSender, n *apns.Notif
 	backoff := retryBackoff
 	tokenRetried := false
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		res, err := es.client.Send(ctx, n)
+		d.metrics.apnsAnswered(es, res, start)
 		var ce *apns.ConnError
 		switch {
 		case err == nil && res.StatusCode == 403 && res.Reason == apns.ReasonExpiredProviderToken && es.token != nil && !tokenRetried:
@@ -125,6 +131,7 @@ func (d *Daemon) sendWithRetry(ctx context.Context, es *envSender, n *apns.Notif
 				return res, nil
 			}
 			d.retries.Add(1)
+			d.metrics.retried(es)
 			continue
 		case err == nil && !apns.Retryable(res.StatusCode, res.Reason):
 			return res, nil
@@ -139,6 +146,7 @@ func (d *Daemon) sendWithRetry(ctx context.Context, es *envSender, n *apns.Notif
 			return res, err
 		}
 		d.retries.Add(1)
+		d.metrics.retried(es)
 		d.log.Debug("retrying notification", "app", es.app.cfg.Name, "env", es.cfg.Name, "attempt", attempt+1, "apns_id", n.ApnsID, "after", describe(res, err))
 		select {
 		case <-time.After(wait):

@@ -49,6 +49,8 @@ type envSender struct {
 	// with (guarded by cred.mu).
 	token   *apns.TokenSource
 	tokenFP string
+	// channels tallies the broadcast channels (channels.go).
+	channels channelTally
 
 	// undelivered rate-limits the "not delivered" warning (see
 	// logUndelivered).
