@@ -80,7 +80,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`apnsd_refused_total{code="unknown_app"}`:                             "2",
 		`apnsd_notification_duration_seconds_count{app="app",env="sandbox"}`:  "4",
 		`apnsd_apns_request_duration_seconds_count{app="app",env="sandbox"}`:  "4",
-		`apnsd_connections_target{app="app",env="production"}`:               "2",
+		`apnsd_connections_target{app="app",env="production"}`:                "2",
 		`apnsd_queue_depth`:    "0",
 		`apnsd_in_flight`:      "0",
 		`apnsd_queue_capacity`: "1000",
