@@ -1,6 +1,9 @@
 // Command apnsbench measures apnsd's throughput: concurrent pipelining
 // socket clients through an in-process daemon to an HTTP/2 sink, then the
 // same load straight to the same sink from an in-process HTTP/2 client.
+// `apnsbench compare` instead runs, on one nghttpd sink, the real apnsd
+// binary driven by a separate load-generator process, sideshow/apns2 and
+// apns.Client in-process, and h2load, and prints them side by side.
 // See docs/performance.md.
 package main
 
@@ -18,6 +21,13 @@ import (
 )
 
 func main() {
+	if os.Getenv(bench.LoadgenEnv) != "" {
+		// A load generator started by -compare (see bench.LoadgenMain).
+		os.Exit(bench.LoadgenMain())
+	}
+	if len(os.Args) > 1 && os.Args[1] == "compare" {
+		os.Exit(compare(os.Args[2:]))
+	}
 	var o bench.RunOptions
 	var logLevel string
 	var h2load bool
@@ -67,4 +77,42 @@ func main() {
 		fmt.Fprintln(os.Stderr, "apnsbench:", err)
 		os.Exit(1)
 	}
+}
+
+// compare is `apnsbench compare [flags]`.
+func compare(args []string) int {
+	fs := flag.NewFlagSet("apnsbench compare", flag.ContinueOnError)
+	var o bench.CompareOptions
+	fs.StringVar(&o.Nghttpd, "nghttpd", "/usr/sbin/nghttpd", "nghttpd binary (Debian: nghttp2-server)")
+	fs.StringVar(&o.H2load, "h2load", "/usr/bin/h2load", "h2load binary (Debian: nghttp2-client); empty skips the ceiling")
+	fs.StringVar(&o.Apnsd, "apnsd", "", "apnsd binary; empty builds ./cmd/apnsd with go build")
+	fs.IntVar(&o.Clients, "clients", 4, "socket clients of the load generator (in-process paths: clients*pipeline goroutines)")
+	fs.IntVar(&o.Pipeline, "pipeline", 64, "requests each socket client keeps outstanding")
+	fs.IntVar(&o.Conns, "conns", 1, "HTTP/2 connections for apnsd and apns.Client (apns2 has one)")
+	fs.IntVar(&o.MaxStreams, "streams", 1000, "SETTINGS_MAX_CONCURRENT_STREAMS the sink advertises")
+	fs.IntVar(&o.N, "n", 50000, "measured notifications per throughput path")
+	fs.IntVar(&o.Warmup, "warmup", 0, "unmeasured notifications before each (default 2*clients*pipeline)")
+	fs.IntVar(&o.LatencyN, "latency-n", 5000, "notifications at one request in flight, apnsd and apns.Client (negative skips)")
+	fs.IntVar(&o.FlatN, "flat-n", 1000000, "notifications through apnsd for the RSS-flat check (0 skips; the documented run uses 10000000)")
+	fs.DurationVar(&o.FlatEvery, "flat-every", time.Second, "apnsd VmRSS sampling interval during the RSS-flat run")
+	fs.DurationVar(&o.IdleWait, "idle", 2*time.Second, "idle time before reading apnsd's idle RSS")
+	fs.BoolVar(&o.NoApnsID, "no-apns-id", false, "in-process paths send no apns-id (apnsd always sends one)")
+	timeout := fs.Duration("timeout", 60*time.Minute, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.Out = os.Stderr
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	rep, err := bench.Compare(ctx, o)
+	if rep != nil {
+		rep.Print(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "apnsbench compare:", err)
+		return 1
+	}
+	return 0
 }

@@ -107,6 +107,20 @@ type Env struct {
 	// hostileSndBuf, when > 0, is the send buffer of hostile connections
 	// (tests: a smaller tail to drain when they close).
 	hostileSndBuf int
+	// sock, when set, is the socket of a daemon in another process (the
+	// load generator of Compare); otherwise the in-process daemon's.
+	sock string
+}
+
+// socketPath is the socket the daemon-path clients dial.
+func (e *Env) socketPath() string {
+	if e.sock != "" {
+		return e.sock
+	}
+	if e.d == nil {
+		return ""
+	}
+	return e.d.SocketPath()
 }
 
 // Setup makes throwaway certificates and starts the sink. The daemon and
@@ -406,7 +420,7 @@ func share(n, k, i int) int {
 // through the daemon's socket: Clients connections, each with a writer
 // and a reader goroutine and at most Pipeline requests outstanding.
 func (e *Env) RunDaemon(ctx context.Context, n int, d time.Duration) (Result, error) {
-	if e.d == nil {
+	if e.socketPath() == "" {
 		return Result{}, errors.New("daemon not started")
 	}
 	clients, pipeline := e.o.Clients, e.o.Pipeline
@@ -446,9 +460,10 @@ func (e *Env) RunDaemon(ctx context.Context, n int, d time.Duration) (Result, er
 // runConn is one socket client. count < 0 means until deadline.
 func (e *Env) runConn(ctx context.Context, count, pipeline int, deadline time.Time, t *tally) (sent int, err error) {
 	var nc net.Conn
-	cl := ipc.Client{Socket: e.d.SocketPath(), Dial: func(ctx context.Context) (net.Conn, error) {
+	sock := e.socketPath()
+	cl := ipc.Client{Socket: sock, Dial: func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "unix", e.d.SocketPath())
+		c, err := d.DialContext(ctx, "unix", sock)
 		nc = c
 		return c, err
 	}}
@@ -568,10 +583,14 @@ func classify(line []byte) (kind string, isErr bool) {
 // RunDirect sends n notifications (or as many as fit in d) straight to the
 // sink with the in-process apns.Client, from Clients*Pipeline goroutines.
 func (e *Env) RunDirect(ctx context.Context, n int, d time.Duration) (Result, error) {
+	return e.runDirect(ctx, n, d, e.o.Clients*e.o.Pipeline)
+}
+
+// runDirect is RunDirect with workers concurrent senders.
+func (e *Env) runDirect(ctx context.Context, n int, d time.Duration, workers int) (Result, error) {
 	if e.direct == nil {
 		return Result{}, errors.New("direct client not started")
 	}
-	workers := e.o.Clients * e.o.Pipeline
 	if n >= 0 && d <= 0 {
 		workers = max(1, min(workers, n))
 	}

@@ -1,0 +1,92 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets this test binary serve as Compare's load generator: the
+// parent runs os.Executable() with $APNSBENCH_LOADGEN set.
+func TestMain(m *testing.M) {
+	if os.Getenv(LoadgenEnv) != "" {
+		os.Exit(LoadgenMain())
+	}
+	os.Exit(m.Run())
+}
+
+// TestCompareSmoke runs the whole comparison small: the apnsd binary
+// (built here) through its socket from a separate load-generator process,
+// apns.Client and apns2 in-process, h2load, on one nghttpd. Every path
+// must get all its answers 200 and report its figures; nothing is judged
+// on speed.
+func TestCompareSmoke(t *testing.T) {
+	for _, bin := range []string{"/usr/sbin/nghttpd", "/usr/bin/h2load"} {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("%s: %v (scripts/deps.sh installs nghttp2-server and nghttp2-client)", bin, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	const n = 2000
+	o := CompareOptions{
+		Nghttpd: "/usr/sbin/nghttpd", H2load: "/usr/bin/h2load",
+		Apnsd:   filepath.Join(t.TempDir(), "apnsd"),
+		Clients: 2, Pipeline: 16, N: n, Warmup: 64, LatencyN: 100, FlatN: 3000,
+		FlatEvery: 20 * time.Millisecond, IdleWait: 100 * time.Millisecond, Out: &progress,
+	}
+	// Build the daemon here rather than in Compare, so a build failure
+	// says so plainly.
+	if out, err := runGo(ctx, "build", "-o", o.Apnsd, "github.com/apnsd/apnsd/cmd/apnsd"); err != nil {
+		t.Fatalf("go build apnsd: %v: %s", err, out)
+	}
+	rep, err := Compare(ctx, o)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	if len(rep.Paths) != 3 || rep.Flat == nil {
+		t.Fatalf("paths %d, flat %v", len(rep.Paths), rep.Flat)
+	}
+	for i, p := range append(rep.Paths, *rep.Flat) {
+		want := n
+		if i == len(rep.Paths) {
+			want = o.FlatN
+		}
+		if p.Answered != want || p.Answers["200"] != want || p.Errors != 0 {
+			t.Errorf("%s: answered %d (%v), want %d answered 200", p.Name, p.Answered, p.Answers, want)
+		}
+		if p.CPU <= 0 || p.PeakRSS <= 0 || p.P50 <= 0 || p.P99 < p.P50 {
+			t.Errorf("%s: implausible figures: CPU %s, peak RSS %d, p50 %s, p99 %s", p.Name, p.CPU, p.PeakRSS, p.P50, p.P99)
+		}
+	}
+	if rep.Paths[0].CPUOf != "apnsd process" || rep.Paths[0].LoadgenCPU <= 0 {
+		t.Errorf("daemon row: CPU of %q, load generator CPU %s", rep.Paths[0].CPUOf, rep.Paths[0].LoadgenCPU)
+	}
+	if rep.LatDaemon.Answered != 100 || rep.LatDirect.Answered != 100 {
+		t.Errorf("one-in-flight runs answered %d and %d, want 100 each", rep.LatDaemon.Answered, rep.LatDirect.Answered)
+	}
+	if rep.IdleRSSStart <= 0 || rep.IdleRSSEnd <= 0 || len(rep.FlatSeries) < 2 {
+		t.Errorf("idle RSS %d/%d, %d flat samples", rep.IdleRSSStart, rep.IdleRSSEnd, len(rep.FlatSeries))
+	}
+	if rep.H2load == nil || rep.H2load.Rate <= 0 {
+		t.Errorf("h2load: %+v", rep.H2load)
+	}
+	var buf bytes.Buffer
+	rep.Print(&buf)
+	for _, s := range []string{"apnsd binary via socket", "sideshow/apns2 in-process", "apns.Client in-process", "h2load", "added p50", "idle RSS", "RSS over 3000"} {
+		if !strings.Contains(buf.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, buf.String())
+		}
+	}
+	t.Logf("\n%s", buf.String())
+}
+
+func runGo(ctx context.Context, args ...string) ([]byte, error) {
+	return exec.CommandContext(ctx, "go", args...).CombinedOutput()
+}
