@@ -1,20 +1,8 @@
 package daemon
 
 import (
-	"context"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/apnsd/apnsd/internal/apns"
 	"github.com/apnsd/apnsd/internal/ipc"
 )
-
-// multicastWorkers bounds how many notifications of one multicast are in
-// the APNs client at once. A multicast is one goroutine that feeds at most
-// this many workers, not one goroutine per token; the client's own queue
-// and stream limits pace them, so a batch runs at the transport's rate.
-const multicastWorkers = 128
 
 // admission is a send accepted for one app and environment: the state it
 // was picked from and the sender. Holding one means count slots of the
@@ -73,14 +61,23 @@ func (d *Daemon) release(a *admission, answered int64) {
 	d.wg.Done()
 }
 
-// submitMulticast accepts a send with tokens: one notification per good
-// token, all built from the same request, answered together on the
-// returned channel once every one has its answer (or refusal). Malformed
-// tokens fail their own entry only. The batch is refused as a whole only
-// for what would refuse every token alike (payload, app, queue, shutdown).
-func (d *Daemon) submitMulticast(s *ipc.Send) (<-chan *ipc.Response, *ipc.Error) {
+// submitMulticast accepts a send with tokens: each good token is submitted
+// as a single send of its own (Submit, so every rule, counter, retry and
+// the queue bound apply per token exactly as for "token"), and one goroutine
+// per batch, not per token, collects the answers in order into the one
+// answer line. A malformed token fails its own entry; so does a token
+// refused at submission (queue_full when the queue fills mid-batch, ...).
+// The batch is refused as a whole only for what would refuse every token
+// alike, checked once up front: the payload and headers, the app and
+// environment, shutdown, and a queue too full for the whole batch.
+//
+// With "wait":false the answer is {"ok":true,"queued":N} once every good
+// token is accepted.
+func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
+	defer func() { d.metrics.refusedSend(e) }() // a batch refused whole counts once
 	good := 0
 	probe := *s
+	probe.Tokens, probe.TokenErrs = nil, nil
 	for i, t := range s.Tokens {
 		if s.TokenErrs == nil || s.TokenErrs[i] == nil {
 			if good == 0 {
@@ -92,77 +89,83 @@ func (d *Daemon) submitMulticast(s *ipc.Send) (<-chan *ipc.Response, *ipc.Error)
 	if good == 0 {
 		probe.Token = "00" // every token is malformed: still check the rest
 	}
-	tmpl, e := NewNotification(&probe)
-	if e != nil {
+	if _, e = NewNotification(&probe); e != nil {
 		return nil, e
 	}
-	ch := make(chan *ipc.Response, 1)
-	if good == 0 {
-		ch <- multicastAnswer(s, make([]ipc.TokenResult, len(s.Tokens)))
-		return ch, nil
-	}
-	a, e := d.admit(s, good)
-	if e != nil {
+	if e = d.precheck(s, good); e != nil {
+		d.refused.Add(1)
 		return nil, e
 	}
-	if tmpl.Topic == "" {
-		tmpl.Topic = apns.Topic(a.es.app.cfg.Topic, tmpl.PushType)
-	}
-	go d.deliverMulticast(a, tmpl, s, time.Duration(a.st.cfg.RequestTimeout), ch)
-	return ch, nil
-}
-
-// deliverMulticast sends one notification per good token of s (tmpl with
-// the token and a fresh apns-id), through at most multicastWorkers workers,
-// and puts the one answer on ch. Every token is answered within timeout,
-// counted and logged exactly as a single send (d.answer).
-func (d *Daemon) deliverMulticast(a *admission, tmpl apns.Notification, s *ipc.Send, timeout time.Duration, ch chan<- *ipc.Response) {
-	since := time.Now()
-	var answered atomic.Int64
-	defer func() { d.release(a, answered.Load()) }()
-	ctx, cancel := context.WithTimeout(d.drainCtx, timeout)
-	defer cancel()
 	results := make([]ipc.TokenResult, len(s.Tokens))
-	var next atomic.Int64
-	work := func() {
-		for {
-			i := int(next.Add(1) - 1)
-			if i >= len(s.Tokens) {
-				return
-			}
-			if s.TokenErrs != nil && s.TokenErrs[i] != nil {
-				continue // filled in by multicastAnswer
-			}
-			n := tmpl
-			n.DeviceToken = s.Tokens[i]
-			n.ApnsID = apns.NewUUID()
-			res, err := d.sendWithRetry(ctx, a.es, &n)
-			r := d.answer(a.es, &n, res, err, timeout)
-			d.metrics.answered(a.es, r, since)
-			results[i] = ipc.TokenResultFrom(n.DeviceToken, r)
-			d.pending.Add(-1)
-			answered.Add(1)
+	chans := make([]<-chan *ipc.Response, len(s.Tokens))
+	queued := 0
+	for i, t := range s.Tokens {
+		if s.TokenErrs != nil && s.TokenErrs[i] != nil {
+			results[i] = ipc.TokenResultFrom(t, ipc.ErrorResponse(s.TokenErrs[i]))
+			continue
 		}
+		one := probe
+		one.Token = t
+		ch, e := d.Submit(p, &one)
+		if e != nil {
+			results[i] = ipc.TokenResultFrom(t, ipc.ErrorResponse(e))
+			continue
+		}
+		if !s.Wait {
+			results[i] = ipc.TokenResult{Token: t, OK: true, Queued: true}
+			queued++
+			continue
+		}
+		chans[i] = ch
 	}
-	workers := min(int(a.count), multicastWorkers)
-	var wg sync.WaitGroup
-	for range workers - 1 {
-		wg.Go(work)
+	out := make(chan *ipc.Response, 1)
+	if !s.Wait {
+		out <- queuedAnswer(results, queued)
+		return out, nil
 	}
-	work() // this goroutine is one of the workers
-	wg.Wait()
-	ch <- multicastAnswer(s, results)
+	go func() {
+		for i, ch := range chans {
+			if ch != nil {
+				results[i] = ipc.TokenResultFrom(s.Tokens[i], <-ch)
+			}
+		}
+		out <- multicastAnswer(results)
+	}()
+	return out, nil
 }
 
-// multicastAnswer completes results (the malformed tokens' refusals) and
-// counts them into the one answer line: ok only when every token was
-// delivered.
-func multicastAnswer(s *ipc.Send, results []ipc.TokenResult) *ipc.Response {
+// precheck refuses, before any token is submitted, what Submit would
+// refuse for every token of a batch of count: shutdown, an unknown app or
+// environment, and a queue without room for count more.
+func (d *Daemon) precheck(s *ipc.Send, count int) *ipc.Error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	st := d.current()
+	if d.shutting {
+		return ipc.Errorf(ipc.CodeShuttingDown, "apnsd is shutting down; send again once it is back")
+	}
+	app, e := pickApp(st.apps, s.App)
+	if e != nil {
+		return e
+	}
+	envName := s.Env
+	if envName == "" {
+		envName = app.cfg.DefaultEnv
+	}
+	if app.envs[envName] == nil {
+		return ipc.Errorf(ipc.CodeBadRequest, "app %q has no %s environment configured", app.cfg.Name, envName)
+	}
+	if room := int64(st.cfg.QueueSize) - d.pending.Load(); int64(count) > room {
+		return ipc.Errorf(ipc.CodeQueueFull, "queue is full: %d notifications do not fit (%d free of queue_size %d); retry later, or in smaller batches", count, max(room, 0), st.cfg.QueueSize)
+	}
+	return nil
+}
+
+// multicastAnswer counts results into the one answer line: ok only when
+// every token was delivered.
+func multicastAnswer(results []ipc.TokenResult) *ipc.Response {
 	rep := &ipc.MulticastReport{Results: results}
 	for i := range results {
-		if s.TokenErrs != nil && s.TokenErrs[i] != nil {
-			results[i] = ipc.TokenResultFrom(s.Tokens[i], ipc.ErrorResponse(s.TokenErrs[i]))
-		}
 		if results[i].OK {
 			rep.Sent++
 		} else {
@@ -170,4 +173,15 @@ func multicastAnswer(s *ipc.Send, results []ipc.TokenResult) *ipc.Response {
 		}
 	}
 	return &ipc.Response{OK: rep.Failed == 0, MulticastReport: rep}
+}
+
+// queuedAnswer is a "wait":false multicast's answer: {"ok":true,
+// "queued":N} when every token was accepted; otherwise ok:false with the
+// count queued and one entry per token (queued, or its refusal), so that
+// no token is dropped silently.
+func queuedAnswer(results []ipc.TokenResult, queued int) *ipc.Response {
+	if queued == len(results) {
+		return &ipc.Response{OK: true, Queued: queued}
+	}
+	return &ipc.Response{OK: false, Queued: queued, MulticastReport: &ipc.MulticastReport{Failed: len(results) - queued, Results: results}}
 }

@@ -17,11 +17,11 @@ import (
 // (NewNotification), picks the app and environment from the current state
 // and hands the notification to a goroutine that answers it exactly once.
 // It does not block. peer is not used yet (per-app authorization, issue 12).
-func (d *Daemon) Submit(_ *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
-	defer func() { d.metrics.refusedSend(e) }() // metrics.go
+func (d *Daemon) Submit(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
 	if s.Tokens != nil {
-		return d.submitMulticast(s) // multicast.go
+		return d.submitMulticast(p, s) // multicast.go: one Submit per token
 	}
+	defer func() { d.metrics.refusedSend(e) }() // metrics.go
 	n, e := NewNotification(s)
 	if e != nil {
 		return nil, e

@@ -80,28 +80,3 @@ func cleanTokens(in []string) (tokens []string, errs []*Error) {
 	}
 	return tokens, errs
 }
-
-// queuedAnswer is the immediate answer to an accepted "wait":false send:
-// {"ok":true,"queued":true} for one token, {"ok":true,"queued":N} for a
-// multicast of N good tokens. A multicast with malformed tokens is answered
-// ok:false with the queued count and one entry per token (queued, or the
-// token's refusal), so that no token is dropped silently.
-func queuedAnswer(s *Send) *Response {
-	if s.Tokens == nil {
-		return &Response{OK: true, Queued: true}
-	}
-	rep := &MulticastReport{Results: make([]TokenResult, len(s.Tokens))}
-	for i, t := range s.Tokens {
-		if s.TokenErrs != nil && s.TokenErrs[i] != nil {
-			rep.Results[i] = TokenResultFrom(t, ErrorResponse(s.TokenErrs[i]))
-			rep.Failed++
-			continue
-		}
-		rep.Results[i] = TokenResult{Token: t, OK: true, Queued: true}
-	}
-	queued := len(s.Tokens) - rep.Failed
-	if rep.Failed == 0 {
-		return &Response{OK: true, Queued: queued}
-	}
-	return &Response{OK: false, Queued: queued, MulticastReport: rep}
-}

@@ -82,8 +82,8 @@ func (s *Server) opSend(p *Peer, req *Request) pending {
 	if e != nil {
 		return answered(req.ID, ErrorResponse(e))
 	}
-	if !send.Wait {
-		return answered(req.ID, queuedAnswer(send))
+	if !send.Wait && send.Tokens == nil {
+		return answered(req.ID, &Response{OK: true, Queued: true})
 	}
 	return pending{id: req.ID, ch: ch}
 }
