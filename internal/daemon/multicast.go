@@ -4,63 +4,6 @@ import (
 	"github.com/apnsd/apnsd/internal/ipc"
 )
 
-// admission is a send accepted for one app and environment: the state it
-// was picked from and the sender. Holding one means count slots of the
-// queue, one d.wg and one es.active are taken; release them with done.
-type admission struct {
-	st    *state
-	es    *envSender
-	count int64
-}
-
-// admit picks the app and environment of s from the current state and
-// reserves count queue slots, exactly as Submit does for a single send
-// (shutting down, unknown app, missing environment and a full queue are
-// refused the same way). count must be at least 1. It does not block.
-func (d *Daemon) admit(s *ipc.Send, count int) (*admission, *ipc.Error) {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	st := d.current()
-	if d.shutting {
-		d.refused.Add(1)
-		return nil, ipc.Errorf(ipc.CodeShuttingDown, "apnsd is shutting down; send again once it is back")
-	}
-	app, e := pickApp(st.apps, s.App)
-	if e != nil {
-		d.refused.Add(1)
-		return nil, e
-	}
-	envName := s.Env
-	if envName == "" {
-		envName = app.cfg.DefaultEnv
-	}
-	es := app.envs[envName]
-	if es == nil {
-		d.refused.Add(1)
-		return nil, ipc.Errorf(ipc.CodeBadRequest, "app %q has no %s environment configured", app.cfg.Name, envName)
-	}
-	n := int64(count)
-	if queueCap := int64(st.cfg.QueueSize); d.pending.Add(n) > queueCap {
-		d.pending.Add(-n)
-		d.refused.Add(1)
-		if n > 1 {
-			return nil, ipc.Errorf(ipc.CodeQueueFull, "queue is full: %d notifications do not fit (queue_size %d); retry later, or in smaller batches", n, queueCap)
-		}
-		return nil, ipc.Errorf(ipc.CodeQueueFull, "queue is full (%d notifications waiting); retry later", queueCap)
-	}
-	d.wg.Add(1)
-	es.active.Add(1)
-	return &admission{st: st, es: es, count: n}, nil
-}
-
-// release gives back what admit took, less the queue slots already given
-// back one by one (answered).
-func (d *Daemon) release(a *admission, answered int64) {
-	d.pending.Add(-(a.count - answered))
-	a.es.active.Done()
-	d.wg.Done()
-}
-
 // submitMulticast accepts a send with tokens: each good token is submitted
 // as a single send of its own (Submit, so every rule, counter, retry and
 // the queue bound apply per token exactly as for "token"), and one goroutine

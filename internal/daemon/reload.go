@@ -210,6 +210,7 @@ func (es *envSender) reloadCertificate(now time.Time) (changed bool, err error) 
 	}
 	es.cred.cur.Store(cert)
 	es.client.Rotate()
+	es.manage.Rotate()
 	return true, nil
 }
 
@@ -234,5 +235,6 @@ func (es *envSender) reloadTokenKey(now time.Time) (changed bool, err error) {
 	}
 	es.tokenFP = key.Fingerprint
 	es.client.Rotate()
+	es.manage.Rotate()
 	return true, nil
 }

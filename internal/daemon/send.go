@@ -22,6 +22,9 @@ func (d *Daemon) Submit(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ip
 		return d.submitMulticast(p, s) // multicast.go: one Submit per token
 	}
 	defer func() { d.metrics.refusedSend(e) }() // metrics.go
+	if s.ChannelID != "" {
+		return d.submitBroadcast(s) // channels.go
+	}
 	n, e := NewNotification(s)
 	if e != nil {
 		return nil, e

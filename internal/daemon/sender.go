@@ -35,6 +35,10 @@ type envSender struct {
 	app    *appState
 	cfg    *config.EnvConfig
 	client *apns.Client
+	// manage is the client for Apple's channel management API
+	// (manage_endpoint), same credential; started by the first channel op
+	// (channels.go).
+	manage *apns.Client
 	cred   *credential
 	sent   atomic.Uint64
 	failed atomic.Uint64
@@ -163,6 +167,7 @@ func (st *appState) start() {
 func (st *appState) close() {
 	for _, es := range st.envs {
 		es.client.Close()
+		es.manage.Close()
 	}
 }
 
@@ -173,6 +178,7 @@ func (st *appState) retire() {
 		go func() {
 			es.active.Wait()
 			es.client.Close()
+			es.manage.Close()
 		}()
 	}
 }
@@ -223,7 +229,16 @@ func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now tim
 	if err != nil {
 		return nil, err
 	}
-	es.client = client
+	mopts := opts
+	mopts.Endpoint = ec.ManageURL()
+	mopts.Connections = 1
+	mopts.Logger = log.With("component", "apns", "app", app.cfg.Name, "env", ec.Name, "api", "channel management")
+	manage, err := apns.NewClient(mopts)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	es.client, es.manage = client, manage
 	return es, nil
 }
 

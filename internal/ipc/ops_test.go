@@ -84,7 +84,7 @@ func TestOpsTableAndPermit(t *testing.T) {
 		if r.Error != tc.code {
 			t.Errorf("%v: got %+v, want error %q", tc.req, r, tc.code)
 		}
-		if tc.code == CodeUnknownOp && !strings.Contains(r.Message, "(known: send, ping, status, reload)") {
+		if tc.code == CodeUnknownOp && !strings.Contains(r.Message, "(known: send, ping, status, reload, channel_create, channel_get, channel_list, channel_delete)") {
 			t.Errorf("unknown op message %q does not list the table", r.Message)
 		}
 	}

@@ -29,6 +29,7 @@ type Response struct {
 	*StatusReport
 	*ReloadReport
 	*MulticastReport
+	*ChannelReport
 }
 
 // Err rebuilds the *Error from a refusal response, or returns nil.
