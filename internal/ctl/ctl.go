@@ -174,7 +174,7 @@ func (c *cli) simple(args []string, op string) int {
 // sendFlags are the flags of apnsctl send.
 type sendFlags struct {
 	token, alert, sound, payload, app, env, topic, pushType, collapseID, apnsID string
-	tokensFile, channel                                                        string
+	tokensFile, channel                                                         string
 	badge, priority                                                             int
 	expiration                                                                  int64
 	noWait, asJSON                                                              bool
