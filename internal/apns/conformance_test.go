@@ -75,11 +75,15 @@ func leakCheck(t *testing.T) {
 }
 
 type clientOpts struct {
-	conns       int
-	pingEvery   time.Duration
-	cert        *tls.Certificate
-	bearer      bool
-	dialTimeout time.Duration
+	// retryRefused sets ClientOptions.RetryRefusedStream: the client
+	// resends a REFUSED_STREAM itself (off by default: the daemon's retry
+	// policy counts it as one of its attempts).
+	retryRefused bool
+	conns        int
+	pingEvery    time.Duration
+	cert         *tls.Certificate
+	bearer       bool
+	dialTimeout  time.Duration
 }
 
 // newClient starts an apns.Client to url, closed at cleanup.
@@ -96,6 +100,7 @@ func newClient(t *testing.T, url string, pool *x509.CertPool, o clientOpts) *apn
 	if o.dialTimeout > 0 {
 		opts.DialTimeout = o.dialTimeout
 	}
+	opts.RetryRefusedStream = o.retryRefused
 	if o.pingEvery > 0 {
 		opts.PingInterval, opts.PingTimeout = o.pingEvery, 5*time.Second
 	}
@@ -336,7 +341,12 @@ func TestConformanceHostileBaseline(t *testing.T) {
 			t.Fatalf("send %d: reason %q timestamp %d", i, o.resp.Reason, o.resp.Timestamp)
 		}
 	}
+	// The server counts a response once its write returned, which can be
+	// just after the client has read it.
 	st := s.Stats()
+	for deadline := time.Now().Add(5 * time.Second); st.Responses < 400 && time.Now().Before(deadline); st = s.Stats() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if st.Requests != 400 || st.Responses != 400 {
 		t.Errorf("server saw %d requests, wrote %d responses; want 400 each", st.Requests, st.Responses)
 	}
@@ -548,7 +558,7 @@ func TestConformanceResetStream(t *testing.T) {
 		}
 		r.Respond(h2test.Reply{})
 	}})
-	c := newClient(t, s.URL(), s.Pool(), clientOpts{})
+	c := newClient(t, s.URL(), s.Pool(), clientOpts{retryRefused: true})
 	b := send(t, c, 200, 50, nil)
 	t.Logf("%s; server %+v", b.summary(), s.Stats())
 	onlyConnErrors(t, b)

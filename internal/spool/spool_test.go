@@ -219,15 +219,21 @@ func TestReclaim(t *testing.T) {
 	if limit := int64(2*maxBytes + 3*segBytes); maxDisk > limit || st.DiskBytes > limit {
 		t.Fatalf("disk use %d (max seen %d), want <= %d", st.DiskBytes, maxDisk, limit)
 	}
-	if n := len(segFiles(t, dir)); n != st.Segments || n > 6 {
-		t.Fatalf("%d segment files (stats say %d), want few", n, st.Segments)
+	if n := len(segFiles(t, dir)); n > 6 {
+		t.Fatalf("%d segment files, want few", n)
 	}
 	t.Logf("after %d records: %+v, max disk seen %d", rounds, st, maxDisk)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Done is asynchronous: the commit goroutine may still be rolling or
+	// deleting a segment until Close. Compare the files with the stats
+	// once it has stopped.
 	if d, sd := diskUse(t, dir), s.Stats().DiskBytes; d != sd {
 		t.Fatalf("disk use %d, Stats().DiskBytes %d", d, sd)
+	}
+	if n, sn := len(segFiles(t, dir)), s.Stats().Segments; n != sn {
+		t.Fatalf("%d segment files, stats say %d", n, sn)
 	}
 	s, rec := mustOpen(t, Options{Dir: dir, MaxBytes: maxBytes, SegmentBytes: segBytes})
 	defer s.Close()
