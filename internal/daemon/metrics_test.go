@@ -218,11 +218,35 @@ scrape_configs:
 			} `json:"data"`
 		}
 		if err := get("query?query="+q, &res); err == nil && len(res.Data.Result) == 1 && res.Data.Result[0].Value[1] == "3" {
-			return
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("query %s: %+v", q, res)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// The README's example queries are valid PromQL against these series;
+	// the expiry one finds the sandbox certificate (the harness's expire
+	// within a year, so test "< 400 days" for a non-empty answer).
+	for expr, wantSeries := range map[string]bool{
+		`sum by (app) (rate(apnsd_notifications_total{outcome="200"}[5m]))`:                                                      false,
+		`sum by (app) (rate(apnsd_notifications_total{outcome="410"}[1h])) / sum by (app) (rate(apnsd_notifications_total[1h]))`: false,
+		`apnsd_credential_expiry_timestamp_seconds - time() < 30 * 86400`:                                                        false,
+		`apnsd_credential_expiry_timestamp_seconds - time() < 400 * 86400`:                                                       true,
+		`histogram_quantile(0.99, sum by (le, app) (rate(apnsd_notification_duration_seconds_bucket[5m])))`:                      false,
+		`apnsd_connections_up == 0`: false,
+	} {
+		var res struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+			Data   struct {
+				Result []any `json:"result"`
+			} `json:"data"`
+		}
+		if err := get("query?query="+url.QueryEscape(expr), &res); err != nil || res.Status != "success" {
+			t.Errorf("%s: %v %s %s", expr, err, res.Status, res.Error)
+		} else if wantSeries && len(res.Data.Result) == 0 {
+			t.Errorf("%s: no series", expr)
+		}
 	}
 }
