@@ -204,6 +204,9 @@ func (d *Daemon) Channel(_ *ipc.Peer, r *ipc.ChannelRequest) <-chan *ipc.Respons
 	op := apnsOp[r.Op]
 	done := func(res *apns.Response, err error) {
 		resp := d.channelAnswer(es, op, res, err, timeout)
+		if op == apns.ChannelGet && resp.ChannelReport != nil && resp.OK {
+			resp.ChannelID = r.ChannelID // the answer names the channel it describes
+		}
 		d.metrics.channelOp(es, r.Op, outcome(resp))
 		d.release(a)
 		ch <- resp

@@ -96,7 +96,7 @@ func TestChannelsAndBroadcast(t *testing.T) {
 		t.Fatalf("second create: %v", m)
 	}
 	m = c.do(fmt.Sprintf(`{"op":"channel_get","channel_id":%q}`, id))
-	if m["ok"] != true || m["storage"] != "latest" || !strings.EqualFold(m["push_type"].(string), "liveactivity") || m["channel_id"] != nil {
+	if m["ok"] != true || m["storage"] != "latest" || !strings.EqualFold(m["push_type"].(string), "liveactivity") || m["channel_id"] != id {
 		t.Errorf("get: %v", m)
 	}
 	m = c.do(`{"op":"channel_list"}`)
