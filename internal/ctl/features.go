@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -23,7 +22,7 @@ const multicastLineBudget = 100 << 10
 // and lines starting with '#' are skipped. Tokens are sent as written:
 // apnsd cleans them and answers a malformed one in its own entry.
 func (c *cli) readTokens(path string) ([]string, error) {
-	var r io.Reader = c.stdin
+	r := c.stdin
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
