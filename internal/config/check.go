@@ -2,6 +2,11 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/apnsd/apnsd/internal/apns"
@@ -82,4 +87,64 @@ func certField(f apns.CertFiles, err error) string {
 func checkCAFile(path string) error {
 	_, err := apns.LoadRootCAs(path)
 	return err
+}
+
+// StateDir is the one directory the shipped systemd unit lets apnsd write
+// (StateDirectory=apnsd under ProtectSystem=strict).
+const StateDir = "/var/lib/apnsd"
+
+// Warnings returns what is not an error but likely a mistake, each a full
+// sentence: a file holding a private key (or a .p12 or its password) that
+// others than its owner may read (the documented setup is owner-only:
+// 0600, owned by apnsd or root), and an unregistered_file outside StateDir,
+// which apnsd cannot create under the shipped unit. Missing files are left
+// to CheckFiles.
+func (c *Config) Warnings() []string {
+	var w []string
+	seen := map[string]bool{}
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		keys := map[string]string{}
+		if a.Token != nil {
+			keys["token.key_file"] = a.Token.KeyFile
+		}
+		for _, e := range []*EnvConfig{a.Sandbox, a.Production} {
+			if e == nil {
+				continue
+			}
+			keys[e.Name+".key_file"] = e.Cert.KeyFile
+			keys[e.Name+".p12_file"] = e.Cert.P12File
+			keys[e.Name+".p12_password_file"] = e.Cert.P12PasswordFile
+			if e.Cert.KeyFile == "" && e.Cert.P12File == "" {
+				keys[e.Name+".cert_file"] = e.Cert.CertFile // a combined PEM holds the key
+			}
+		}
+		for _, field := range sortedKeys(keys) {
+			path := keys[field]
+			if path == "" || seen[path] {
+				continue
+			}
+			seen[path] = true
+			fi, err := os.Stat(path)
+			if err != nil || fi.Mode().Perm()&0o077 == 0 {
+				continue
+			}
+			w = append(w, fmt.Sprintf("apps[%d] (name %q): %s: %s is mode %04o: it holds a private key and should be readable by its owner only (chmod 600 %s)",
+				i, a.Name, field, path, fi.Mode().Perm(), path))
+		}
+	}
+	if f := c.UnregisteredFile; f != "" && !strings.HasPrefix(filepath.Clean(f), StateDir+"/") {
+		w = append(w, fmt.Sprintf("unregistered_file: %s is outside %s: under the shipped systemd unit (ProtectSystem=strict) only %s is writable, so apnsd cannot open it there (use %s/unregistered.jsonl, or add ReadWritePaths= in a drop-in)",
+			f, StateDir, StateDir, StateDir))
+	}
+	return w
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -26,6 +26,14 @@ const (
 	DefaultMaxLineBytes      = 128 << 10
 	DefaultMaxPendingPerConn = 1024
 	DefaultConnections       = 1
+	// Connection limits: below the usual fd limit of 1024, so that the
+	// daemon keeps descriptors for APNs dials and files however many
+	// clients connect (the daemon lowers max_connections further when its
+	// RLIMIT_NOFILE is smaller).
+	DefaultMaxConnections       = 512
+	DefaultMaxConnectionsPerUID = 128
+	DefaultIdleTimeout          = 2 * time.Minute
+	DefaultLineTimeout          = 10 * time.Second
 )
 
 // Limits enforced by Validate.
@@ -148,6 +156,19 @@ type SocketConfig struct {
 	// (SO_PEERCRED) may use the socket.
 	AllowUIDs []int
 	AllowGIDs []int
+	// AdminUIDs and AdminGIDs may run the admin ops (reload, the full
+	// status), besides root and apnsd's own uid.
+	AdminUIDs []int
+	AdminGIDs []int
+	// MaxConnections caps the open client connections, and
+	// MaxConnectionsPerUID those of one peer uid.
+	MaxConnections       int
+	MaxConnectionsPerUID int
+	// IdleTimeout closes a connection that owes nothing and sent nothing
+	// (or does not read its answers) for that long; LineTimeout one that
+	// started a line and did not finish it within that time.
+	IdleTimeout time.Duration
+	LineTimeout time.Duration
 }
 
 // MetricsConfig is the [metrics] table: the Prometheus endpoint.
@@ -177,6 +198,10 @@ type AppConfig struct {
 	Token *TokenConfig
 	// Sandbox and Production are the environments; at least one is set.
 	Sandbox, Production *EnvConfig
+	// AllowUIDs and AllowGIDs, when not empty, are who may send as this
+	// app (peer uid, or primary or supplementary group); root always may.
+	AllowUIDs []int
+	AllowGIDs []int
 }
 
 // Env returns the environment named name ("sandbox" or "production"), or
@@ -265,10 +290,14 @@ func Default() *Config {
 		LogLevel:        DefaultLogLevel,
 		LogFormat:       DefaultLogFormat,
 		Socket: SocketConfig{
-			Path:              defaults.Socket,
-			Mode:              DefaultSocketMode,
-			MaxLineBytes:      DefaultMaxLineBytes,
-			MaxPendingPerConn: DefaultMaxPendingPerConn,
+			Path:                 defaults.Socket,
+			Mode:                 DefaultSocketMode,
+			MaxLineBytes:         DefaultMaxLineBytes,
+			MaxPendingPerConn:    DefaultMaxPendingPerConn,
+			MaxConnections:       DefaultMaxConnections,
+			MaxConnectionsPerUID: DefaultMaxConnectionsPerUID,
+			IdleTimeout:          DefaultIdleTimeout,
+			LineTimeout:          DefaultLineTimeout,
 		},
 	}
 }

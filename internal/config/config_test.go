@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -34,10 +35,14 @@ func TestDefault(t *testing.T) {
 		LogLevel:        "info",
 		LogFormat:       "auto",
 		Socket: SocketConfig{
-			Path:              "/run/apnsd/apnsd.sock",
-			Mode:              0o660,
-			MaxLineBytes:      131072,
-			MaxPendingPerConn: 1024,
+			Path:                 "/run/apnsd/apnsd.sock",
+			Mode:                 0o660,
+			MaxLineBytes:         131072,
+			MaxPendingPerConn:    1024,
+			MaxConnections:       512,
+			MaxConnectionsPerUID: 128,
+			IdleTimeout:          2 * time.Minute,
+			LineTimeout:          10 * time.Second,
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -155,7 +160,8 @@ default_env = "sandbox"
 		t.Errorf("top level = %+v", c)
 	}
 	wantSock := SocketConfig{Path: "/tmp/x.sock", Mode: 0o600, Group: "123", MaxLineBytes: 8192, MaxPendingPerConn: 1,
-		AllowUIDs: []int{0, 1000}, AllowGIDs: []int{4294967294}}
+		AllowUIDs: []int{0, 1000}, AllowGIDs: []int{4294967294},
+		MaxConnections: 512, MaxConnectionsPerUID: 128, IdleTimeout: 2 * time.Minute, LineTimeout: 10 * time.Second}
 	if !reflect.DeepEqual(c.Socket, wantSock) {
 		t.Errorf("Socket = %+v, want %+v", c.Socket, wantSock)
 	}
@@ -586,5 +592,71 @@ topic = "com.example.shop"
 	got := c.Apps[0].Production.Cert
 	if got.P12File != "/run/credentials/apnsd.service/shop.p12" || got.P12PasswordFile != "/run/credentials/apnsd.service/shop.pass" {
 		t.Errorf("got %+v", got)
+	}
+}
+
+func TestCredentialsDirectoryUnset(t *testing.T) {
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	_, err := Parse([]byte(`
+[[apps]]
+name = "shop"
+topic = "com.example.shop"
+  [apps.production]
+  cert_file = "${CREDENTIALS_DIRECTORY}/shop.pem"
+`), "/etc/apnsd/apnsd.toml")
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "/etc/apnsd/${CREDENTIALS_DIRECTORY}") || !strings.Contains(msg, "production.cert_file") ||
+		!strings.Contains(msg, "which is not set") || !strings.Contains(msg, "CREDENTIALS_DIRECTORY=") {
+		t.Errorf("error %q: want it to say the variable is not set and how to set it, with the path as written", msg)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("x"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfgText := fmt.Sprintf(`unregistered_file = "/var/log/apnsd/u.jsonl"
+[[apps]]
+name = "a"
+topic = "com.example.a"
+  [apps.token]
+  key_file = %q
+  key_id = "ABCDE12345"
+  team_id = "FGHIJ67890"
+  [apps.sandbox]
+  cert_file = %q
+  key_file = %q
+  [apps.production]
+  cert_file = %q
+`, write("AuthKey.p8", 0o660), write("public.pem", 0o644), write("private.key", 0o600), write("combined.pem", 0o640))
+	c, err := Parse([]byte(cfgText), filepath.Join(dir, "apnsd.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{"token.key_file: " + filepath.Join(dir, "AuthKey.p8") + " is mode 0660", "production.cert_file: " + filepath.Join(dir, "combined.pem") + " is mode 0640", "/var/log/apnsd/u.jsonl is outside /var/lib/apnsd"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	for _, not := range []string{"public.pem", "private.key"} {
+		if strings.Contains(w, not) {
+			t.Errorf("warning about %s (a certificate, or an owner-only key):\n%s", not, w)
+		}
+	}
+	c.UnregisteredFile = "/var/lib/apnsd/unregistered.jsonl"
+	if w := strings.Join(c.Warnings(), "\n"); strings.Contains(w, "unregistered_file") {
+		t.Errorf("warning for a file under /var/lib/apnsd: %s", w)
 	}
 }

@@ -169,6 +169,12 @@ type fileSocket struct {
 	MaxPendingPerConn *int         `toml:"max_pending_per_conn"`
 	AllowUIDs         []int        `toml:"allow_uids"`
 	AllowGIDs         []int        `toml:"allow_gids"`
+	AdminUIDs         []int        `toml:"admin_uids"`
+	AdminGIDs         []int        `toml:"admin_gids"`
+	MaxConnections    *int         `toml:"max_connections"`
+	MaxConnsPerUID    *int         `toml:"max_connections_per_uid"`
+	IdleTimeout       *duration    `toml:"idle_timeout"`
+	LineTimeout       *duration    `toml:"line_timeout"`
 }
 
 type fileApp struct {
@@ -178,6 +184,8 @@ type fileApp struct {
 	Token      *fileToken `toml:"token"`
 	Sandbox    *fileEnv   `toml:"sandbox"`
 	Production *fileEnv   `toml:"production"`
+	AllowUIDs  []int      `toml:"allow_uids"`
+	AllowGIDs  []int      `toml:"allow_gids"`
 }
 
 type fileToken struct {
@@ -294,9 +302,23 @@ func (fc *fileConfig) config(dir string) *Config {
 	}
 	c.Socket.AllowUIDs = s.AllowUIDs
 	c.Socket.AllowGIDs = s.AllowGIDs
+	c.Socket.AdminUIDs = s.AdminUIDs
+	c.Socket.AdminGIDs = s.AdminGIDs
+	if s.MaxConnections != nil {
+		c.Socket.MaxConnections = *s.MaxConnections
+	}
+	if s.MaxConnsPerUID != nil {
+		c.Socket.MaxConnectionsPerUID = *s.MaxConnsPerUID
+	}
+	if s.IdleTimeout != nil {
+		c.Socket.IdleTimeout = time.Duration(*s.IdleTimeout)
+	}
+	if s.LineTimeout != nil {
+		c.Socket.LineTimeout = time.Duration(*s.LineTimeout)
+	}
 
 	for _, fa := range fc.Apps {
-		a := AppConfig{Name: fa.Name, Topic: fa.Topic, DefaultEnv: fa.DefaultEnv}
+		a := AppConfig{Name: fa.Name, Topic: fa.Topic, DefaultEnv: fa.DefaultEnv, AllowUIDs: fa.AllowUIDs, AllowGIDs: fa.AllowGIDs}
 		a.Token = fa.Token.config(dir)
 		a.Sandbox = fa.Sandbox.config(apns.Sandbox, apns.SandboxURL, apns.ManageSandboxURL, dir)
 		a.Production = fa.Production.config(apns.Production, apns.ProductionURL, apns.ManageProductionURL, dir)
@@ -351,8 +373,8 @@ func (fe *fileEnv) config(name, endpoint, manage, dir string) *EnvConfig {
 
 func resolve(dir, p string) string {
 	p = expandCredentialsDir(p)
-	if p == "" || filepath.IsAbs(p) {
-		return p
+	if p == "" || filepath.IsAbs(p) || UsesUnsetCredentialsDir(p) {
+		return p // unexpanded: left as written for Validate's message
 	}
 	return filepath.Join(dir, p)
 }
@@ -360,8 +382,8 @@ func resolve(dir, p string) string {
 // expandCredentialsDir replaces $CREDENTIALS_DIRECTORY or
 // ${CREDENTIALS_DIRECTORY} in a file path with the directory systemd's
 // LoadCredential= fills (it sets that variable for the service). When the
-// variable is not set the path is left as written, so the error about the
-// missing file shows what was meant.
+// variable is not set the path is left as written, and Validate says the
+// variable is not set and how to set it.
 func expandCredentialsDir(p string) string {
 	dir := os.Getenv("CREDENTIALS_DIRECTORY")
 	if dir == "" || !strings.Contains(p, "CREDENTIALS_DIRECTORY") {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apnsd/apnsd/internal/apns"
 )
@@ -87,12 +88,24 @@ func (c *Config) Validate() error {
 	for _, l := range []struct {
 		field string
 		ids   []int
-	}{{"socket.allow_uids", s.AllowUIDs}, {"socket.allow_gids", s.AllowGIDs}} {
+	}{{"socket.allow_uids", s.AllowUIDs}, {"socket.allow_gids", s.AllowGIDs}, {"socket.admin_uids", s.AdminUIDs}, {"socket.admin_gids", s.AdminGIDs}} {
 		for i, id := range l.ids {
-			if id < 0 || id > 1<<32-2 {
+			if !validID(id) {
 				p.top(fmt.Sprintf("%s[%d]", l.field, i), "must be an id between 0 and 4294967294, got %d", id)
 			}
 		}
+	}
+	if s.MaxConnections < 1 {
+		p.top("socket.max_connections", "must be at least 1, got %d", s.MaxConnections)
+	}
+	if s.MaxConnectionsPerUID < 1 || s.MaxConnectionsPerUID > s.MaxConnections {
+		p.top("socket.max_connections_per_uid", "must be between 1 and socket.max_connections (%d), got %d", s.MaxConnections, s.MaxConnectionsPerUID)
+	}
+	if s.IdleTimeout < time.Second {
+		p.top("socket.idle_timeout", "must be at least 1s, got %s", s.IdleTimeout)
+	}
+	if s.LineTimeout < 100*time.Millisecond {
+		p.top("socket.line_timeout", "must be at least 100ms, got %s", s.LineTimeout)
 	}
 
 	c.Metrics.validate(p)
@@ -121,6 +134,16 @@ func (a *AppConfig) validate(p *problems, i int) {
 	if !bundleIDRE.MatchString(a.Topic) {
 		add("topic", "must be a bundle id (letters, digits, '-' and '.'), got %q", a.Topic)
 	}
+	for _, l := range []struct {
+		field string
+		ids   []int
+	}{{"allow_uids", a.AllowUIDs}, {"allow_gids", a.AllowGIDs}} {
+		for j, id := range l.ids {
+			if !validID(id) {
+				add(fmt.Sprintf("%s[%d]", l.field, j), "must be an id between 0 and 4294967294, got %d", id)
+			}
+		}
+	}
 	if a.Sandbox == nil && a.Production == nil {
 		add("", "no environment configured; add [apps.sandbox] and/or [apps.production]")
 	}
@@ -141,6 +164,44 @@ func (a *AppConfig) validate(p *problems, i int) {
 			slot.env.validate(p, i, a, slot.name)
 		}
 	}
+	for field, path := range a.files() {
+		if UsesUnsetCredentialsDir(path) {
+			add(field, "%s", credentialsDirUnset(path))
+		}
+	}
+}
+
+// files returns the app's file paths by field ("token.key_file",
+// "sandbox.cert_file", ...), the empty ones left out.
+func (a *AppConfig) files() map[string]string {
+	m := map[string]string{}
+	if a.Token != nil && a.Token.KeyFile != "" {
+		m["token.key_file"] = a.Token.KeyFile
+	}
+	for _, e := range []*EnvConfig{a.Sandbox, a.Production} {
+		if e == nil {
+			continue
+		}
+		for k, v := range map[string]string{"cert_file": e.Cert.CertFile, "key_file": e.Cert.KeyFile, "p12_file": e.Cert.P12File,
+			"p12_password_file": e.Cert.P12PasswordFile, "ca_file": e.CAFile} {
+			if v != "" {
+				m[e.Name+"."+k] = v
+			}
+		}
+	}
+	return m
+}
+
+// UsesUnsetCredentialsDir reports whether path names $CREDENTIALS_DIRECTORY
+// (or ${CREDENTIALS_DIRECTORY}) while the variable is not set, so that it
+// could not be expanded.
+func UsesUnsetCredentialsDir(path string) bool {
+	return strings.Contains(path, "$CREDENTIALS_DIRECTORY") || strings.Contains(path, "${CREDENTIALS_DIRECTORY}")
+}
+
+func credentialsDirUnset(path string) string {
+	return fmt.Sprintf("%q uses $CREDENTIALS_DIRECTORY, which is not set: systemd sets it for a unit with LoadCredential= (docs/systemd.md); "+
+		"outside the unit, set it to the directory holding the files, e.g. CREDENTIALS_DIRECTORY=/etc/apnsd/private apnsd -check", path)
 }
 
 func (e *EnvConfig) validate(p *problems, i int, a *AppConfig, slot string) {
@@ -263,3 +324,7 @@ func checkEndpoint(s, slot string) string {
 	}
 	return ""
 }
+
+// validID reports whether id can be a uid or gid (0 to 2^32-2; 2^32-1 is
+// the kernel's "no id").
+func validID(id int) bool { return id >= 0 && id <= 1<<32-2 }

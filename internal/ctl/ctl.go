@@ -147,7 +147,9 @@ func (c *cli) simple(args []string, op string) int {
 		fmt.Fprintf(c.stderr, "apnsctl: %s failed: %s: %s\n", op, e.Code, e.Message)
 		if r.ReloadReport != nil {
 			for _, m := range r.ReloadReport.Errors {
-				fmt.Fprintln(c.stderr, "  "+m)
+				if !strings.Contains(e.Message, m) { // the message quotes the first
+					fmt.Fprintln(c.stderr, "  "+m)
+				}
 			}
 		}
 		return ExitRefused

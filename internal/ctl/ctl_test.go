@@ -262,3 +262,48 @@ func TestMulticastAndChannelCommands(t *testing.T) {
 		}
 	}
 }
+
+// A failed reload prints each error once (the answer's message quotes the
+// first of the report's errors).
+func TestReloadFailurePrintedOnce(t *testing.T) {
+	sock, cfgPath := startDemo(t)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certs []string
+	for _, a := range cfg.Apps {
+		for _, e := range []*config.EnvConfig{a.Sandbox, a.Production} {
+			if e != nil && e.Cert.CertFile != "" {
+				certs = append(certs, e.Cert.CertFile)
+			}
+		}
+	}
+	if len(certs) == 0 {
+		t.Fatal("the demo has no certificate files")
+	}
+	for _, f := range certs {
+		if err := os.WriteFile(f, []byte("garbage\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, _, errOut := run("", "-socket", sock, "reload")
+	if code != ExitRefused {
+		t.Errorf("reload with broken certificates: exit %d, want %d", code, ExitRefused)
+	}
+	for _, f := range certs {
+		if n := strings.Count(errOut, f+":"); n != 1 {
+			t.Errorf("%s named %d times, want once:\n%s", f, n, errOut)
+		}
+	}
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, append(data, "\nbogus_key = 1\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, errOut = run("", "-socket", sock, "reload"); strings.Count(errOut, "bogus_key") != 1 {
+		t.Errorf("config error printed %d times, want once:\n%s", strings.Count(errOut, "bogus_key"), errOut)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apnsd/apnsd/internal/apns"
+	"github.com/apnsd/apnsd/internal/config"
 	"github.com/apnsd/apnsd/internal/ipc"
 )
 
@@ -70,9 +71,9 @@ type admission struct {
 
 // admit picks the app and environment from the current state and takes
 // what an admission holds, refusing as Submit does: shutting down, unknown
-// app, missing environment, and (count > 0) a full queue. It does not
-// block.
-func (d *Daemon) admit(appName, env string, count int) (*admission, *ipc.Error) {
+// app, what check (the access rules, access.go) refuses, missing
+// environment, and (count > 0) a full queue. It does not block.
+func (d *Daemon) admit(appName, env string, count int, check func(*config.AppConfig) *ipc.Error) (*admission, *ipc.Error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	st := d.current()
@@ -80,6 +81,9 @@ func (d *Daemon) admit(appName, env string, count int) (*admission, *ipc.Error) 
 		return nil, ipc.Errorf(ipc.CodeShuttingDown, "apnsd is shutting down; send again once it is back")
 	}
 	app, e := pickApp(st.apps, appName)
+	if e == nil {
+		e = check(app.cfg)
+	}
 	if e != nil {
 		return nil, e
 	}
@@ -166,9 +170,9 @@ var apnsOp = map[string]apns.ChannelOp{
 // callback. Channel ops are not retried: a create that APNs may have
 // carried out is not repeated (it would make a second channel); the
 // answer says whether to retry.
-func (d *Daemon) Channel(_ *ipc.Peer, r *ipc.ChannelRequest) <-chan *ipc.Response {
+func (d *Daemon) Channel(peer *ipc.Peer, r *ipc.ChannelRequest) <-chan *ipc.Response {
 	ch := make(chan *ipc.Response, 1)
-	a, e := d.admit(r.App, r.Env, 0)
+	a, e := d.admit(r.App, r.Env, 0, func(app *config.AppConfig) *ipc.Error { return d.access.checkApp(peer, app) })
 	if e != nil {
 		d.refused.Add(1)
 		ch <- ipc.ErrorResponse(e)
@@ -280,7 +284,7 @@ type broadcast struct {
 // stores messages), counted as one notification, retried like a send
 // (connection failures, 429, 500, 503) within request_timeout, keeping its
 // apns-request-id.
-func (d *Daemon) submitBroadcast(s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
+func (d *Daemon) submitBroadcast(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
 	defer func() {
 		if e != nil {
 			d.refused.Add(1)
@@ -304,15 +308,15 @@ func (d *Daemon) submitBroadcast(s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Er
 	if b.RequestID == "" {
 		b.RequestID = apns.NewUUID()
 	}
-	a, e := d.admit(s.App, s.Env, 1)
+	// The peer must be allowed to send as the app; a topic, if given, must
+	// be the app's (a broadcast goes to the app's bundle id and needs none).
+	a, e := d.admit(s.App, s.Env, 1, func(app *config.AppConfig) *ipc.Error {
+		return d.access.checkSend(peer, app, s.Topic, apns.PushTypeLiveActivity)
+	})
 	if e != nil {
 		return nil, e
 	}
 	bundle := a.es.app.cfg.Topic
-	if s.Topic != "" && s.Topic != bundle && s.Topic != apns.LiveActivityTopic(bundle) {
-		d.release(a)
-		return nil, ipc.Errorf(ipc.CodeForbidden, "topic %q is not app %q's (%s); a broadcast goes to the app's own bundle id and needs no topic", s.Topic, a.es.app.cfg.Name, bundle)
-	}
 	b.BundleID = bundle
 	areq, err := b.Request()
 	if err != nil {

@@ -18,9 +18,10 @@ import (
 // runtime state, and answers every accepted notification exactly once. Make
 // it with New, then Start, then Shutdown.
 type Daemon struct {
-	root *slog.Logger // as given; components derive theirs from it
-	log  *slog.Logger // component=daemon
-	srv  *ipc.Server
+	root   *slog.Logger // as given; components derive theirs from it
+	log    *slog.Logger // component=daemon
+	srv    *ipc.Server
+	access *access // the peer checks and their refusal log
 
 	// state is the current configuration and the apps built from it. It is
 	// replaced whole, never changed in place: a config reload stores a new
@@ -111,7 +112,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	unregistered, err := openUnregistered(cfg.UnregisteredFile)
+	unregistered, err := openUnregistered(cfg.UnregisteredFile, log.With("component", "daemon"))
 	if err != nil {
 		for _, st := range apps {
 			st.close()
@@ -135,13 +136,20 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	}
 	d.drainCtx, d.drainCancel = context.WithCancel(context.Background())
 	ipcLog := log.With("component", "ipc")
+	d.access = newAccess(ipcLog)
+	maxConns, perUID := connLimits(cfg, ipcLog)
 	d.srv = &ipc.Server{
-		Backend:      d,
-		Version:      defaults.Version,
-		MaxLineBytes: cfg.Socket.MaxLineBytes,
-		MaxPending:   cfg.Socket.MaxPendingPerConn,
-		Authorize:    peerAuthorizer(cfg.Socket.AllowUIDs, cfg.Socket.AllowGIDs, ipcLog),
-		Logger:       ipcLog,
+		Backend:        d,
+		Version:        defaults.Version,
+		MaxLineBytes:   cfg.Socket.MaxLineBytes,
+		MaxPending:     cfg.Socket.MaxPendingPerConn,
+		MaxConns:       maxConns,
+		MaxConnsPerUID: perUID,
+		IdleTimeout:    cfg.Socket.IdleTimeout,
+		LineTimeout:    cfg.Socket.LineTimeout,
+		Authorize:      d.access.peerAuthorizer(cfg.Socket.AllowUIDs, cfg.Socket.AllowGIDs),
+		Permit:         d.access.permitter(cfg.Socket.AdminUIDs, cfg.Socket.AdminGIDs),
+		Logger:         ipcLog,
 	}
 	return d, nil
 }
@@ -220,9 +228,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		d.metrics.close()
 		d.unregistered.close()
 		if !d.inherited {
-			if l, ok := d.listener.(*net.UnixListener); ok {
-				l.Close() // unlinks the socket file
-			}
+			d.listener.Close() // unlinks the socket file if it is still ours
 		}
 		d.log.Info("apnsd stopped")
 	})

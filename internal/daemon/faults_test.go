@@ -802,7 +802,7 @@ func (h *harness) relax() {
 	must(h.t, err)
 	cfg := regexp.MustCompile(`(?m)^request_timeout = ".*"$`).ReplaceAll(b, []byte(`request_timeout = "10s"`))
 	must(h.t, os.WriteFile(h.cfgPath, cfg, 0o644))
-	if _, err := h.d.Reload(context.Background()); err != nil {
+	if _, err := h.d.Reload(context.Background(), nil); err != nil {
 		h.t.Fatalf("reload with a longer request_timeout: %v", err)
 	}
 }

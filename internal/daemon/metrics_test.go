@@ -103,7 +103,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		return metricValue(scrape(t, http.DefaultClient, "http://"+addr+"/metrics"), `apnsd_connections_up{app="app",env="sandbox"}`) == "1"
 	})
 	// A reload is counted by result.
-	if _, err := h.d.Reload(context.Background()); err != nil {
+	if _, err := h.d.Reload(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	body = scrape(t, http.DefaultClient, "http://"+addr+"/metrics")

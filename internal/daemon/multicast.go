@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"github.com/apnsd/apnsd/internal/apns"
 	"github.com/apnsd/apnsd/internal/ipc"
 )
 
@@ -32,10 +33,11 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Respon
 	if good == 0 {
 		probe.Token = "00" // every token is malformed: still check the rest
 	}
-	if _, e = NewNotification(&probe); e != nil {
+	n, e := NewNotification(&probe)
+	if e != nil {
 		return nil, e
 	}
-	if e = d.precheck(s, good); e != nil {
+	if e = d.precheck(p, s, &n, good); e != nil {
 		d.refused.Add(1)
 		return nil, e
 	}
@@ -79,8 +81,9 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Respon
 
 // precheck refuses, before any token is submitted, what Submit would
 // refuse for every token of a batch of count: shutdown, an unknown app or
-// environment, and a queue without room for count more.
-func (d *Daemon) precheck(s *ipc.Send, count int) *ipc.Error {
+// environment, a peer or topic the access rules refuse (checkSend, with n
+// the batch's notification), and a queue without room for count more.
+func (d *Daemon) precheck(p *ipc.Peer, s *ipc.Send, n *apns.Notification, count int) *ipc.Error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	st := d.current()
@@ -88,6 +91,9 @@ func (d *Daemon) precheck(s *ipc.Send, count int) *ipc.Error {
 		return ipc.Errorf(ipc.CodeShuttingDown, "apnsd is shutting down; send again once it is back")
 	}
 	app, e := pickApp(st.apps, s.App)
+	if e == nil {
+		e = d.access.checkSend(p, app.cfg, n.Topic, n.PushType)
+	}
 	if e != nil {
 		return e
 	}

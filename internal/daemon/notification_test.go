@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/apnsd/apnsd/internal/apns"
 	"github.com/apnsd/apnsd/internal/ipc"
@@ -106,6 +107,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"token":"aa","payload":{"aps":{"content-available":1}}}`,
 		`{"token":"aa","alert":"x","push_type":"voip","priority":5,"expiration":0,"collapse_id":"c","apns_id":"123e4567-e89b-12d3-a456-426614174000"}`,
 		`{`, `null`, `[]`, `{"id":{}}`,
+		`{"token":"aa","alert":"\ud800"}`, "{\"token\":\"aa\",\"alert\":\"caf\xe9\"}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -139,7 +141,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		if err := n.Validate(); err != nil {
 			t.Fatalf("accepted a notification that fails validation: %v", err)
 		}
-		if !json.Valid(n.Payload) || len(n.Payload) > apns.MaxPayloadVoIP {
+		if !json.Valid(n.Payload) || !utf8.Valid(n.Payload) || len(n.Payload) > apns.MaxPayloadVoIP {
 			t.Fatalf("bad payload accepted: %q", n.Payload)
 		}
 	})

@@ -17,8 +17,11 @@ import (
 // accepted are answered, unchanged ones keep their connections. An invalid
 // config, or a new or changed app whose credentials do not load, fails the
 // whole reload and the running config stays in use. Socket settings need a
-// restart. Reload is safe to call concurrently; reloads run one at a time.
-func (d *Daemon) Reload(ctx context.Context) (*ipc.ReloadReport, error) {
+// restart. The unregistered_file is reopened (log rotation). peer is who
+// asked (the reload op's peer; nil for SIGHUP), logged with the reload.
+// Reload is safe to call concurrently; reloads run one at a time.
+func (d *Daemon) Reload(ctx context.Context, peer *ipc.Peer) (*ipc.ReloadReport, error) {
+	d.logReload(peer)
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	d.mu.RLock()
@@ -33,6 +36,7 @@ func (d *Daemon) Reload(ctx context.Context) (*ipc.ReloadReport, error) {
 	}
 	rep := &ipc.ReloadReport{}
 	now := time.Now()
+	d.reopenUnregistered()
 	if path := d.current().cfg.Path; path != "" {
 		changes, err := d.reloadConfig(now)
 		d.metrics.reloaded("config", err)

@@ -577,7 +577,7 @@ func TestManualReloadOfTokenKey(t *testing.T) {
 			}
 		} else {
 			// Nothing changed since: a second reload is a no-op, not a crash.
-			rep, err := d.Reload(context.Background())
+			rep, err := d.Reload(context.Background(), nil)
 			must(t, err)
 			if len(rep.Reloaded) != 0 {
 				t.Errorf("%s with nothing changed reported %v", trigger, rep.Reloaded)
@@ -603,7 +603,7 @@ func TestOneReloadStepForEveryTrigger(t *testing.T) {
 
 	// A manual reload loads the new certificate...
 	write()
-	rep, err := h.d.Reload(context.Background())
+	rep, err := h.d.Reload(context.Background(), nil)
 	must(t, err)
 	if len(rep.Reloaded) != 1 || !strings.HasPrefix(rep.Reloaded[0], "app/sandbox: new certificate") {
 		t.Fatalf("manual reload reported %v, want the new sandbox certificate", rep.Reloaded)
@@ -626,7 +626,7 @@ func TestOneReloadStepForEveryTrigger(t *testing.T) {
 	if next == loaded {
 		t.Fatal("the watcher did not load the new certificate")
 	}
-	rep, err = h.d.Reload(context.Background())
+	rep, err = h.d.Reload(context.Background(), nil)
 	must(t, err)
 	if len(rep.Reloaded) != 0 || sandbox().cred.cur.Load() != next {
 		t.Errorf("manual reload after the watcher's: reported %v, swapped %v", rep.Reloaded, sandbox().cred.cur.Load() != next)
@@ -635,7 +635,7 @@ func TestOneReloadStepForEveryTrigger(t *testing.T) {
 	// A manual reload that fails is reported at once; the next good files,
 	// loaded by the watcher, clear the error for both.
 	must(t, os.WriteFile(filepath.Join(h.dir, "sb.crt"), []byte("not a certificate"), 0o600))
-	if _, err := h.d.Reload(context.Background()); err == nil {
+	if _, err := h.d.Reload(context.Background(), nil); err == nil {
 		t.Fatal("manual reload of a broken certificate succeeded")
 	}
 	if e := envStatus(h.dial(), "sandbox"); e.LastReloadError == "" {

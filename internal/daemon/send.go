@@ -16,14 +16,14 @@ import (
 // Submit implements ipc.Backend: it turns the send into a notification
 // (NewNotification), picks the app and environment from the current state
 // and hands the notification to a goroutine that answers it exactly once.
-// It does not block. peer is not used yet (per-app authorization, issue 12).
-func (d *Daemon) Submit(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
+// It does not block. peer must be allowed to send as the app (checkSend).
+func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
 	if s.Tokens != nil {
-		return d.submitMulticast(p, s) // multicast.go: one Submit per token
+		return d.submitMulticast(peer, s) // multicast.go: one Submit per token
 	}
 	defer func() { d.metrics.refusedSend(e) }() // metrics.go
 	if s.ChannelID != "" {
-		return d.submitBroadcast(s) // channels.go
+		return d.submitBroadcast(peer, s) // channels.go
 	}
 	n, e := NewNotification(s)
 	if e != nil {
@@ -37,6 +37,9 @@ func (d *Daemon) Submit(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ip
 		return nil, ipc.Errorf(ipc.CodeShuttingDown, "apnsd is shutting down; send again once it is back")
 	}
 	app, e := pickApp(st.apps, s.App)
+	if e == nil {
+		e = d.access.checkSend(peer, app.cfg, n.Topic, n.PushType) // issue 12: who may send as app, and its topic
+	}
 	if e != nil {
 		d.refused.Add(1)
 		return nil, e
@@ -175,12 +178,10 @@ func (d *Daemon) answer(es *envSender, n *apns.Notification, res *apns.Response,
 		r := &ipc.Response{OK: res.OK(), Status: res.StatusCode, Reason: res.Reason, ApnsID: res.ApnsID}
 		if res.StatusCode == 410 {
 			r.Timestamp = res.Timestamp
-			if err := d.unregistered.add(ipc.UnregisteredRecord{
+			d.unregistered.add(ipc.UnregisteredRecord{ // logs its own failures, aggregated
 				Time: time.Now().UTC(), App: es.app.cfg.Name, Env: es.cfg.Name, Token: n.DeviceToken,
 				Reason: res.Reason, Timestamp: res.Timestamp, ApnsID: res.ApnsID,
-			}); err != nil {
-				log().Error("cannot append to unregistered_file", "err", err)
-			}
+			})
 		}
 		if r.OK {
 			d.sent.Add(1)

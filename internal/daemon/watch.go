@@ -18,8 +18,11 @@ import (
 // directory's parent, so that an `ln -sfn` swap of a symlinked directory is
 // seen), never the files themselves: editors, `mv`, Kubernetes' "..data"
 // symlink swap and certbot's live/ links all replace directory entries,
-// which a watch on the old file would miss. Any event in a watched
-// directory starts a debounce; when events have been quiet for the debounce
+// which a watch on the old file would miss. An event for a credential file,
+// or for a symlink on the way to one (Kubernetes' "..data", certbot's
+// live/ links, `ln -sfn` of a directory), starts a debounce; every other
+// event in a watched directory is ignored, unlogged (a log file beside the
+// keys must not feed the watcher); when events have been quiet for the debounce
 // time, each environment whose files' contents changed is reloaded. A change
 // that does not load yet (a certificate whose new key has not arrived, a
 // half-written file) is retried every second until it loads or the settle
@@ -104,6 +107,45 @@ type credWatcher struct {
 	o       watchOptions
 	w       *fsnotify.Watcher // nil: polling only
 	watched map[string]bool
+	// relevant are the paths whose events matter (relevantNames); set
+	// by sync, read by the loop (same goroutine after start).
+	relevant map[string]bool
+}
+
+// relevantNames lists the paths whose events can change what files holds:
+// each file, and every symlink on the way to it (a symlinked directory
+// above it, or the file itself and where it points, followed a few hops).
+func relevantNames(files []string) map[string]bool {
+	set := map[string]bool{}
+	var add func(p string, depth int)
+	add = func(p string, depth int) {
+		p = filepath.Clean(p)
+		if set[p] || depth > 8 {
+			return
+		}
+		set[p] = true
+		for q := filepath.Dir(p); q != filepath.Dir(q); q = filepath.Dir(q) {
+			if fi, err := os.Lstat(q); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+				set[q] = true
+				if t, err := os.Readlink(q); err == nil {
+					if !filepath.IsAbs(t) {
+						t = filepath.Join(filepath.Dir(q), t)
+					}
+					set[filepath.Clean(t)] = true
+				}
+			}
+		}
+		if t, err := os.Readlink(p); err == nil {
+			if !filepath.IsAbs(t) {
+				t = filepath.Join(filepath.Dir(p), t)
+			}
+			add(t, depth+1)
+		}
+	}
+	for _, f := range files {
+		add(f, 0)
+	}
+	return set
 }
 
 // startWatcher sets up the watches before returning, then compares the
@@ -111,7 +153,7 @@ type credWatcher struct {
 // missed), and runs the watch loop until stop is closed.
 func (d *Daemon) startWatcher(stop <-chan struct{}, o watchOptions) (done <-chan struct{}) {
 	o.defaults()
-	cw := &credWatcher{d: d, o: o, watched: map[string]bool{}}
+	cw := &credWatcher{d: d, o: o, watched: map[string]bool{}, relevant: map[string]bool{}}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		d.root.Warn("cannot watch credential files; falling back to polling", "component", "watch", "err", err, "interval", o.Poll)
@@ -135,6 +177,7 @@ func (cw *credWatcher) sync() {
 	if cw.w == nil {
 		return
 	}
+	cw.relevant = relevantNames(cw.d.current().credentialFiles())
 	for dir := range cw.watched {
 		cw.w.Remove(dir)
 		delete(cw.watched, dir)
@@ -179,7 +222,10 @@ func (cw *credWatcher) loop(stop <-chan struct{}, settling bool) {
 				events = nil
 				continue
 			}
-			log.Debug("file event", "name", ev.Name, "op", ev.Op.String())
+			if !cw.relevant[filepath.Clean(ev.Name)] {
+				continue // not a credential file: not even logged
+			}
+			log.Debug("credential file event", "name", ev.Name, "op", ev.Op.String())
 			debounce.Reset(o.Debounce)
 		case err, ok := <-errs:
 			if !ok {

@@ -128,7 +128,7 @@ func (f *fakeBackend) Submit(_ *Peer, r *Send) (<-chan *Response, *Error) {
 	return ch, nil
 }
 func (f *fakeBackend) Status() *StatusReport { return &StatusReport{Socket: "x"} }
-func (f *fakeBackend) Reload(context.Context) (*ReloadReport, error) {
+func (f *fakeBackend) Reload(context.Context, *Peer) (*ReloadReport, error) {
 	return &ReloadReport{Reloaded: []string{"a"}}, nil
 }
 

@@ -34,14 +34,17 @@ type Op struct {
 	// is called on the connection's reader goroutine, so it must not block:
 	// a handler that waits runs in its own goroutine (see async).
 	handle func(s *Server, p *Peer, req *Request) pending
+	// limited, if set, is what a peer that Permit refuses gets instead of
+	// forbidden (status: the minimal health answer).
+	limited func(s *Server, p *Peer, req *Request) pending
 }
 
 // Ops is the table of operations, in the order the unknown-op message lists
 // them. A request without "op" is a send.
 var Ops = []Op{
 	{Name: "send", Perm: Public, handle: (*Server).opSend},
-	{Name: "ping", Perm: Public, handle: async((*Server).opPing)},
-	{Name: "status", Perm: Admin, handle: async((*Server).opStatus)},
+	{Name: "ping", Perm: Public, handle: now((*Server).opPing)},
+	{Name: "status", Perm: Admin, handle: async((*Server).opStatus), limited: async((*Server).opHealth)},
 	{Name: "reload", Perm: Admin, handle: async((*Server).opReload)},
 	// Broadcast channels (channels.go). Reading them is as public as
 	// sending; creating and deleting change the app's channels for every
@@ -67,6 +70,12 @@ func opNames() string {
 		names[i] = op.Name
 	}
 	return strings.Join(names, ", ")
+}
+
+// now runs a handler that answers at once, on the reader goroutine: its
+// answer is held encoded (a few dozen bytes) until written.
+func now(h func(s *Server, p *Peer, req *Request) *Response) func(*Server, *Peer, *Request) pending {
+	return func(s *Server, p *Peer, req *Request) pending { return answered(req.ID, h(s, p, req)) }
 }
 
 // async runs a handler that may block in its own goroutine.
@@ -104,10 +113,37 @@ func (s *Server) opStatus(*Peer, *Request) *Response {
 	return &Response{OK: true, Version: s.Version, StatusReport: s.Backend.Status()}
 }
 
-func (s *Server) opReload(*Peer, *Request) *Response {
+// opHealth is the status answer for a peer that is not an administrator:
+// the version and one word for the daemon's health, nothing about its
+// configuration.
+func (s *Server) opHealth(*Peer, *Request) *Response {
+	return &Response{OK: true, Version: s.Version, Health: Health(s.Backend.Status())}
+}
+
+// Health sums up a status report in one word: "up" when every configured
+// environment has all its connections, "down" when none has any, else
+// "degraded".
+func Health(rep *StatusReport) string {
+	all, any := true, false
+	for _, a := range rep.Apps {
+		for _, e := range a.Envs {
+			all = all && e.State == "up"
+			any = any || e.State == "up" || e.State == "degraded"
+		}
+	}
+	switch {
+	case all && any:
+		return "up"
+	case !any:
+		return "down"
+	}
+	return "degraded"
+}
+
+func (s *Server) opReload(p *Peer, _ *Request) *Response {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rep, err := s.Backend.Reload(ctx)
+	rep, err := s.Backend.Reload(ctx, p)
 	if err != nil {
 		var e *Error
 		if !errors.As(err, &e) {

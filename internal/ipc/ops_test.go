@@ -73,7 +73,7 @@ func TestOpsTableAndPermit(t *testing.T) {
 		{map[string]any{"op": "ping"}, ""},
 		{map[string]any{"token": "aa", "alert": "x"}, ""},
 		{map[string]any{"op": "send", "token": "aa", "alert": "x"}, ""},
-		{map[string]any{"op": "status"}, CodeForbidden},
+		{map[string]any{"op": "status"}, ""}, // the limited form: health only
 		{map[string]any{"op": "reload"}, CodeForbidden},
 		{map[string]any{"op": "frobnicate"}, CodeUnknownOp},
 	} {
@@ -83,6 +83,9 @@ func TestOpsTableAndPermit(t *testing.T) {
 		}
 		if r.Error != tc.code {
 			t.Errorf("%v: got %+v, want error %q", tc.req, r, tc.code)
+		}
+		if tc.req["op"] == "status" && (r.Health == "" || r.StatusReport != nil) {
+			t.Errorf("status for a non-admin: got %+v, want the health answer only", r)
 		}
 		if tc.code == CodeUnknownOp && !strings.Contains(r.Message, "(known: send, ping, status, reload, channel_create, channel_get, channel_list, channel_delete)") {
 			t.Errorf("unknown op message %q does not list the table", r.Message)
@@ -99,6 +102,11 @@ func TestOpsTableAndPermit(t *testing.T) {
 		want, _ := os.Getgroups()
 		if fmt.Sprint(p.Groups()) != fmt.Sprint(want) && (len(want) != 0 || len(p.Groups()) != 0) {
 			t.Errorf("peer groups %v, want %v", p.Groups(), want)
+		}
+		// From the kernel (SO_PEERGROUPS), not /proc, which
+		// ProtectProc=invisible hides.
+		if !p.fromKernel {
+			t.Error("the peer's groups did not come from SO_PEERGROUPS")
 		}
 	} else if p.Known() {
 		t.Errorf("peer %v known on %s", p, runtime.GOOS)

@@ -18,17 +18,21 @@ type Peer struct {
 
 	groupsOnce sync.Once
 	groups     []int
+	// fromKernel is set when groups came with the connection
+	// (SO_PEERGROUPS); otherwise Groups reads /proc.
+	fromKernel bool
 }
 
 // Known reports whether the peer's identity could be read.
 func (p *Peer) Known() bool { return p.Err == nil }
 
-// Groups returns the peer's supplementary groups (on Linux, read from
-// /proc/PID/status the first time it is called, as `usermod -aG` gives
-// them; nil when they cannot be read).
+// Groups returns the peer's supplementary groups as the kernel recorded
+// them when it connected (SO_PEERGROUPS; on kernels without it, read from
+// /proc/PID/status the first time it is called, which fails under
+// ProtectProc=invisible). nil when they cannot be read.
 func (p *Peer) Groups() []int {
 	p.groupsOnce.Do(func() {
-		if p.Err == nil {
+		if p.Err == nil && !p.fromKernel {
 			p.groups = supplementaryGroups(p.PID)
 		}
 	})
@@ -48,11 +52,11 @@ func ReadPeer(c net.Conn) *Peer {
 	if !ok {
 		return unknownPeer(fmt.Errorf("not a Unix socket connection (%T)", c))
 	}
-	uid, gid, pid, err := peerCred(uc)
+	uid, gid, pid, groups, groupsErr, err := peerCred(uc)
 	if err != nil {
 		return unknownPeer(err)
 	}
-	return &Peer{UID: uid, GID: gid, PID: pid}
+	return &Peer{UID: uid, GID: gid, PID: pid, groups: groups, fromKernel: groupsErr == nil}
 }
 
 func unknownPeer(err error) *Peer { return &Peer{UID: -1, GID: -1, PID: -1, Err: err} }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Request is one decoded request line. Field names follow PROTOCOL.md.
@@ -74,6 +75,12 @@ type Send struct {
 // with and whatever id could be recovered, so the answer can still echo it.
 func DecodeRequest(line []byte) (*Request, *Error) {
 	trimmed := bytes.TrimSpace(line)
+	if !utf8.Valid(trimmed) {
+		return nil, Errorf(CodeBadJSON, "line is not valid UTF-8 (at byte %d); send JSON as UTF-8", invalidUTF8At(trimmed))
+	}
+	if at := loneSurrogate(trimmed); at >= 0 {
+		return nil, Errorf(CodeBadJSON, "line has a lone UTF-16 surrogate escape at byte %d (\\ud800-\\udfff must come in pairs)", at)
+	}
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		if !json.Valid(trimmed) {
 			return nil, Errorf(CodeBadJSON, "line is not valid JSON")
@@ -288,4 +295,86 @@ func CleanToken(s string) (string, error) {
 		return "", fmt.Errorf("device token has %d hex digits; apnsd accepts at most %d", len(t), MaxTokenHex)
 	}
 	return t, nil
+}
+
+// invalidUTF8At is the offset of the first byte of b that is not valid
+// UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
+}
+
+// loneSurrogate returns the offset of the first \u escape inside a JSON
+// string of b that is a UTF-16 surrogate without its pair (encoding/json
+// would turn it into U+FFFD silently), or -1. b need not be valid JSON.
+func loneSurrogate(b []byte) int {
+	if !bytes.Contains(b, []byte(`\u`)) {
+		return -1
+	}
+	inString := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !inString {
+			if c == '"' {
+				inString = true
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = false
+		case '\\':
+			if i+1 < len(b) && b[i+1] == 'u' {
+				r, ok := hex4(b, i+2)
+				if !ok {
+					i++ // invalid escape: the decoder reports it
+					continue
+				}
+				switch {
+				case r >= 0xD800 && r < 0xDC00:
+					if i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+						if lo, ok := hex4(b, i+8); ok && lo >= 0xDC00 && lo < 0xE000 {
+							i += 11
+							continue
+						}
+					}
+					return i
+				case r >= 0xDC00 && r < 0xE000:
+					return i
+				}
+				i += 5
+				continue
+			}
+			i++
+		}
+	}
+	return -1
+}
+
+func hex4(b []byte, at int) (rune, bool) {
+	if at+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[at : at+4] {
+		var v byte
+		switch {
+		case c >= '0' && c <= '9':
+			v = c - '0'
+		case c >= 'a' && c <= 'f':
+			v = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			v = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(v)
+	}
+	return r, true
 }

@@ -26,6 +26,9 @@ type Response struct {
 	// Other ops.
 	Pong    bool   `json:"pong,omitempty"`
 	Version string `json:"version,omitempty"`
+	// Health is the limited status answer for a peer that is not an
+	// administrator: "up", "degraded" or "down".
+	Health string `json:"health,omitempty"`
 	*StatusReport
 	*ReloadReport
 	*MulticastReport

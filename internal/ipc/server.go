@@ -6,12 +6,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/apnsd/apnsd/internal/lograte"
 )
 
 var errTooManyFiles = syscall.EMFILE
@@ -28,14 +32,30 @@ type Backend interface {
 	// Status reports the daemon's state.
 	Status() *StatusReport
 	// Reload re-reads the config and every credential. A non-nil error means the
-	// reload failed and the previous state is still in use.
-	Reload(ctx context.Context) (*ReloadReport, error)
+	// reload failed and the previous state is still in use. peer is who
+	// asked (for the log).
+	Reload(ctx context.Context, peer *Peer) (*ReloadReport, error)
 }
 
 // Defaults for Server fields left zero.
 const (
-	DefaultMaxLineBytes = 128 << 10
-	DefaultMaxPending   = 1024
+	DefaultMaxLineBytes   = 128 << 10
+	DefaultMaxPending     = 1024
+	DefaultMaxConns       = 512
+	DefaultMaxConnsPerUID = 128
+	DefaultIdleTimeout    = 2 * time.Minute
+	DefaultLineTimeout    = 10 * time.Second
+	// closeGrace is how long CloseConns keeps reading a connection before
+	// it shuts its read side, so that a request a client writes just after
+	// it connected is answered (shutting_down, retryable) instead of being
+	// lost unread.
+	closeGrace = 500 * time.Millisecond
+	// PrivilegedReserve is how many connections beyond MaxConns root and
+	// apnsd's own uid may open.
+	PrivilegedReserve = 16
+	// bufSize is each connection's read and write buffer: small, so that
+	// many idle connections cost little; longer lines are read in pieces.
+	bufSize = 4 << 10
 )
 
 // Server speaks the line protocol on one or more listeners. Set the fields,
@@ -51,33 +71,87 @@ type Server struct {
 	// answered; beyond it the server stops reading that connection until
 	// answers go out (backpressure).
 	MaxPending int
+	// MaxConns caps the open connections, and MaxConnsPerUID those of one
+	// peer uid (fairness: one user cannot take every slot). A connection
+	// beyond either is answered one "unavailable" line and closed. apnsd's
+	// own probes (its pid) are exempt, and root and apnsd's own uid may
+	// use PrivilegedReserve connections beyond MaxConns (an administrator
+	// can still run apnsctl while other users fill the socket).
+	MaxConns, MaxConnsPerUID int
+	// IdleTimeout closes a connection that owes no answer and has sent
+	// nothing for this long, and one whose client has not taken an answer
+	// for this long (it is not reading).
+	IdleTimeout time.Duration
+	// LineTimeout closes a connection whose client started a line and has
+	// not finished it within this time.
+	LineTimeout time.Duration
 	// Authorize, if set, vets each new connection by its peer; a refusal is
 	// written as one error line and the connection is closed.
 	Authorize func(*Peer) *Error
 	// Permit, if set, vets each request by its peer and op (see Ops for
-	// each op's Permission); a refusal answers that request only. Nil
-	// allows every op to every peer Authorize let in.
+	// each op's Permission); a refusal answers that request only (an op
+	// with a limited form, status, answers that instead). Nil allows every
+	// op to every peer Authorize let in.
 	Permit func(*Peer, *Op) *Error
 	Logger *slog.Logger
 
 	mu sync.Mutex
 	// mu guards the fields that follow.
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
+	conns     map[net.Conn]*connState
+	perUID    map[int]int
 	stopping  bool
+	rl        *lograte.Limiter
 
-	wg sync.WaitGroup // one per connection
+	// The fields below are safe for concurrent use on their own.
+	// refusing bounds the goroutines answering refused connections.
+	refusing   chan struct{}
+	refuseOnce sync.Once
+	accepts    sync.WaitGroup // one per Serve loop
+	wg         sync.WaitGroup // one per connection
+	logOnce    sync.Once
+	nopLog     *slog.Logger
+}
+
+// connState is what the server tracks of one open connection.
+type connState struct {
+	peer *Peer
 }
 
 func (s *Server) log() *slog.Logger {
 	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
+		s.logOnce.Do(func() { s.nopLog = slog.New(slog.DiscardHandler) })
+		return s.nopLog
 	}
 	return s.Logger
 }
 
+// rate is the aggregated logger for events that a hostile or broken client
+// can repeat at will (refused connections, timeouts).
+func (s *Server) rate() *lograte.Limiter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rl == nil {
+		s.rl = lograte.New(s.log(), 0)
+	}
+	return s.rl
+}
+
+func (s *Server) limits() (maxConns, perUID int) {
+	maxConns, perUID = s.MaxConns, s.MaxConnsPerUID
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	if perUID <= 0 {
+		perUID = DefaultMaxConnsPerUID
+	}
+	return maxConns, perUID
+}
+
 // Serve accepts connections on l until StopAccepting or Close. It returns
-// nil when stopped that way, and the accept error otherwise.
+// nil when stopped that way, and the accept error otherwise. A connection
+// accepted while the server is stopping is still served (its requests are
+// answered; the backend refuses new sends with shutting_down).
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.stopping {
@@ -88,7 +162,9 @@ func (s *Server) Serve(l net.Listener) error {
 		s.listeners = map[net.Listener]struct{}{}
 	}
 	s.listeners[l] = struct{}{}
+	s.accepts.Add(1)
 	s.mu.Unlock()
+	defer s.accepts.Done()
 	var tempDelay time.Duration
 	for {
 		c, err := l.Accept()
@@ -100,29 +176,88 @@ func (s *Server) Serve(l net.Listener) error {
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) || errors.Is(err, syscall.ENFILE) {
 				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
-				s.log().Warn("accept failed; retrying", "err", err, "retry_in", tempDelay)
+				s.rate().Log(slog.LevelWarn, "accept", "accepting a client connection failed; retrying", "err", err, "retry_in", tempDelay)
 				time.Sleep(tempDelay)
 				continue
 			}
 			return err
 		}
 		tempDelay = 0
-		s.mu.Lock()
-		if s.stopping {
-			s.mu.Unlock()
-			c.Close()
-			return nil
-		}
-		if s.conns == nil {
-			s.conns = map[net.Conn]struct{}{}
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serveConn(c)
+		s.admit(c)
 	}
+}
+
+// admit counts c against the limits and starts serving it, or answers it
+// one "unavailable" line and closes it.
+func (s *Server) admit(c net.Conn) {
+	s.refuseOnce.Do(func() { s.refusing = make(chan struct{}, maxRefusing) })
+	peer := ReadPeer(c)
+	maxConns, perUID := s.limits()
+	own := peer.Known() && peer.PID == os.Getpid()
+	privileged := peer.Known() && (peer.UID == 0 || peer.UID == os.Geteuid())
+	s.mu.Lock()
+	var refusal *Error
+	switch {
+	case own:
+	case privileged && len(s.conns) < maxConns+PrivilegedReserve && s.perUID[peer.UID] < perUID:
+	case len(s.conns) >= maxConns:
+		refusal = Errorf(CodeUnavailable, "apnsd has too many open connections (%d, socket.max_connections); close idle ones or retry later", maxConns)
+	case s.perUID[peer.UID] >= perUID:
+		refusal = Errorf(CodeUnavailable, "uid %d has too many open connections to apnsd (%d, socket.max_connections_per_uid); close idle ones or retry later", peer.UID, perUID)
+	}
+	if refusal != nil {
+		s.mu.Unlock()
+		s.rate().Log(slog.LevelWarn, fmt.Sprintf("limit uid %d", peer.UID), "refused a client connection: connection limit reached", "uid", peer.UID, "pid", peer.PID, "reason", refusal.Message)
+		select {
+		case s.refusing <- struct{}{}:
+			go func() {
+				defer func() { <-s.refusing }()
+				refuse(c, refusal)
+			}()
+		default:
+			// Too many refusals at once: no time for courtesy.
+			c.Close()
+		}
+		return
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]*connState{}
+		s.perUID = map[int]int{}
+	}
+
+	s.conns[c] = &connState{peer: peer}
+	s.perUID[peer.UID]++
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.serveConn(c, peer)
+}
+
+// maxRefusing bounds the refused connections being answered at once;
+// refuseDrain is how long one may take.
+const (
+	maxRefusing = 64
+	refuseDrain = time.Second
+)
+
+// refuse answers a refused connection its one error line and closes it
+// without resetting it: after the line, the write side is shut and what
+// the client sends meanwhile (its first request, say) is read and dropped
+// until it closes or refuseDrain passes, so the client's write succeeds and
+// it reads the refusal instead of a broken pipe.
+func refuse(c net.Conn, e *Error) {
+	defer c.Close()
+	b, _ := json.Marshal(ErrorResponse(e))
+	c.SetWriteDeadline(time.Now().Add(refuseDrain))
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(refuseDrain))
+	io.Copy(io.Discard, io.LimitReader(c, 1<<20))
 }
 
 // StopAccepting closes the listeners; open connections keep being served.
@@ -135,18 +270,32 @@ func (s *Server) StopAccepting() {
 	}
 }
 
-// CloseConns stops reading every connection, lets each write the answers it
-// owes, and closes it. Connections still busy when ctx ends are closed at
-// once. Call it after the backend has answered everything it accepted.
+// CloseConns ends every connection gracefully: each keeps being read for a
+// short grace (so that a request written just now is answered, by then
+// shutting_down from the backend), then its read side is shut: the client's
+// further writes fail (EPIPE), while every line it wrote before is still
+// read and answered. Each connection writes every answer it owes and
+// closes. Connections still busy when ctx ends are closed at once. Call it
+// after the backend has answered everything it accepted.
 func (s *Server) CloseConns(ctx context.Context) error {
 	s.StopAccepting()
-	s.mu.Lock()
-	for c := range s.conns {
-		closeRead(c)
-	}
-	s.mu.Unlock()
+	s.accepts.Wait() // no connection is added after this
+	grace := time.NewTimer(closeGrace)
+	defer grace.Stop()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	defer s.rate().Stop() // log what the aggregation still holds
+	select {
+	case <-done:
+		return nil
+	case <-grace.C:
+		s.mu.Lock()
+		for c := range s.conns {
+			closeRead(c)
+		}
+		s.mu.Unlock()
+	case <-ctx.Done():
+	}
 	select {
 	case <-done:
 		return nil
@@ -166,6 +315,8 @@ func (s *Server) CloseConns(ctx context.Context) error {
 	}
 }
 
+// closeRead shuts c's read side: what the client wrote before is still
+// read, then EOF; its further writes fail.
 func closeRead(c net.Conn) {
 	if cr, ok := c.(interface{ CloseRead() error }); ok {
 		cr.CloseRead()
@@ -174,20 +325,20 @@ func closeRead(c net.Conn) {
 	c.SetReadDeadline(time.Now())
 }
 
-func (s *Server) serveConn(c net.Conn) {
+func (s *Server) serveConn(c net.Conn, peer *Peer) {
 	defer s.wg.Done()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
+		if s.perUID[peer.UID]--; s.perUID[peer.UID] <= 0 {
+			delete(s.perUID, peer.UID)
+		}
 		s.mu.Unlock()
 		c.Close()
 	}()
-	peer := ReadPeer(c)
 	if s.Authorize != nil {
 		if e := s.Authorize(peer); e != nil {
-			b, _ := json.Marshal(ErrorResponse(e))
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			c.Write(append(b, '\n'))
+			refuse(c, e)
 			return
 		}
 	}
@@ -199,22 +350,44 @@ func (s *Server) serveConn(c net.Conn) {
 	if maxPending <= 0 {
 		maxPending = DefaultMaxPending
 	}
-	// order holds the answers owed, in request order; its capacity is the
-	// per-connection bound on requests read but not answered.
-	order := make(chan pending, maxPending)
+	idle := s.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	lineTimeout := s.LineTimeout
+	if lineTimeout <= 0 {
+		lineTimeout = DefaultLineTimeout
+	}
+	// slots bounds the requests read but not answered (a chan struct{}
+	// holds no elements, so the bound costs nothing until used); order
+	// hands them to the writer, which queues them in a slice that grows
+	// only as far as they are actually pending.
+	slots := make(chan struct{}, maxPending)
+	order := make(chan pending)
 	writerDone := make(chan struct{})
-	go s.writeLoop(c, order, writerDone)
+	go s.writeLoop(c, order, slots, idle, writerDone)
 
-	br := bufio.NewReaderSize(c, 16<<10)
+	cr := &connReader{s: s, c: c, idle: idle, line: lineTimeout, slots: slots}
+	br := bufio.NewReaderSize(cr, bufSize)
+	push := func(p pending) {
+		slots <- struct{}{}
+		order <- p
+	}
 	for {
 		line, tooLong, err := readLine(br, maxLine)
+		// The line is complete: the next one starts with what is buffered
+		// already, or with the next bytes to arrive.
+		cr.lineDone(br.Buffered() > 0)
 		if tooLong {
-			order <- answered(nil, ErrorResponse(Errorf(CodeLineTooLong, "request line is longer than %d bytes", maxLine)))
-		} else if len(bytes.TrimSpace(line)) > 0 {
-			order <- s.handleLine(peer, line)
+			push(answered(nil, ErrorResponse(Errorf(CodeLineTooLong, "request line is longer than %d bytes", maxLine))))
+		} else if len(bytes.TrimSpace(line)) > 0 && (err == nil || !cr.timedOut) {
+			push(s.handleLine(peer, line))
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
+			switch {
+			case cr.timedOut && cr.reason != "":
+				s.rate().Log(slog.LevelInfo, "timeout "+cr.reason, "closed a client connection: "+cr.reason, "uid", peer.UID, "pid", peer.PID)
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err):
 				s.log().Debug("client connection read failed", "err", err)
 			}
 			break
@@ -224,50 +397,164 @@ func (s *Server) serveConn(c net.Conn) {
 	<-writerDone
 }
 
+// connReader is the connection as the line reader sees it: each read has a
+// deadline, the idle timeout between lines and the line timeout within one.
+// Used by the connection's reader goroutine only.
+type connReader struct {
+	s          *Server
+	c          net.Conn
+	idle, line time.Duration
+	slots      chan struct{}
+	// lineStart is when the line being read began (its first bytes
+	// arrived), or zero between lines.
+	lineStart time.Time
+	timedOut  bool
+	reason    string // why the connection timed out, for the log
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	for {
+		now := time.Now()
+		deadline := now.Add(r.idle)
+		if !r.lineStart.IsZero() {
+			deadline = r.lineStart.Add(r.line)
+		}
+		r.c.SetReadDeadline(deadline)
+		n, err := r.c.Read(p)
+		if n > 0 && r.lineStart.IsZero() {
+			r.lineStart = time.Now()
+		}
+		if err != nil && isTimeout(err) {
+			switch {
+			case !r.lineStart.IsZero():
+				r.timedOut, r.reason = true, fmt.Sprintf("a request line was not finished within %s (socket.line_timeout)", r.line)
+			case len(r.slots) > 0:
+				// Not idle: answers are owed; the writer's own deadline
+				// catches a client that does not read them.
+				if n == 0 {
+					continue
+				}
+			default:
+				r.timedOut, r.reason = true, fmt.Sprintf("idle for %s (socket.idle_timeout)", r.idle)
+			}
+		}
+		return n, err
+	}
+}
+
+// lineDone marks the end of a line; more tells whether bytes of the next
+// one are already buffered.
+func (r *connReader) lineDone(more bool) {
+	if more {
+		r.lineStart = time.Now()
+	} else {
+		r.lineStart = time.Time{}
+	}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// writeLoop writes the answers in request order. It flushes whenever the
-// next answer is not ready yet, so a pipelining client sees answers as soon
-// as they are in order. After a write error it keeps draining (answers are
-// then lost with the connection, as the client is gone).
-func (s *Server) writeLoop(c net.Conn, order <-chan pending, done chan<- struct{}) {
+// writeLoop writes the answers in request order, each as soon as it and
+// those before it are known, and flushes whenever it would wait. A client
+// that takes no answer for idle is cut off. After a write error it keeps
+// draining (answers are then lost with the connection, as the client is
+// gone). It releases one slot per answer taken.
+func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct{}, idle time.Duration, done chan<- struct{}) {
 	defer close(done)
-	bw := bufio.NewWriterSize(c, 16<<10)
+	bw := bufio.NewWriterSize(c, bufSize)
 	var werr error
-	for p := range order {
-		var r *Response
-		select {
-		case r = <-p.ch:
-		default:
-			if werr == nil {
-				werr = bw.Flush()
-			}
-			r = <-p.ch
-		}
+	var q []pending
+	open := true
+	write := func(p pending) {
+		<-slots
 		if werr != nil {
-			continue
+			return
 		}
-		r.ID = p.id
-		b, err := json.Marshal(r)
-		if err != nil {
-			b, _ = json.Marshal(ErrorResponse(Errorf(CodeInternal, "encoding response: %v", err)))
+		b := p.line
+		if b == nil {
+			r := p.r
+			r.ID = p.id
+			var err error
+			if b, err = json.Marshal(r); err != nil {
+				b, _ = json.Marshal(ErrorResponse(Errorf(CodeInternal, "encoding response: %v", err)))
+			}
+			b = append(b, '\n')
 		}
-		b = append(b, '\n')
+		if bw.Available() < len(b) {
+			c.SetWriteDeadline(time.Now().Add(idle))
+		}
 		if _, werr = bw.Write(b); werr != nil {
-			s.log().Debug("client connection write failed", "err", werr)
-			c.Close() // unblock the reader
-			continue
+			s.writeFailed(c, werr)
 		}
-		if len(order) == 0 {
-			werr = bw.Flush()
+	}
+	for open || len(q) > 0 {
+		// Take every pending already handed over, then write every
+		// answer that is ready, in order.
+		for open {
+			select {
+			case p, ok := <-order:
+				if !ok {
+					open = false
+					continue
+				}
+				q = append(q, p)
+				continue
+			default:
+			}
+			break
+		}
+		for len(q) > 0 && q[0].ready() {
+			write(q[0])
+			q[0] = pending{}
+			q = q[1:]
+		}
+		if len(q) == 0 {
+			q = nil // let a burst's backing array go
+		}
+		if !open && len(q) == 0 {
+			break
+		}
+		if werr == nil && bw.Buffered() > 0 {
+			c.SetWriteDeadline(time.Now().Add(idle))
+			if werr = bw.Flush(); werr != nil {
+				s.writeFailed(c, werr)
+			}
+		}
+		var head <-chan *Response
+		if len(q) > 0 {
+			head = q[0].ch
+		}
+		in := order
+		if !open {
+			in = nil
+		}
+		select {
+		case p, ok := <-in:
+			if !ok {
+				open = false
+			} else {
+				q = append(q, p)
+			}
+		case r := <-head:
+			q[0].r = r
 		}
 	}
 	if werr == nil {
+		c.SetWriteDeadline(time.Now().Add(idle))
 		bw.Flush()
 	}
+}
+
+func (s *Server) writeFailed(c net.Conn, err error) {
+	if isTimeout(err) {
+		s.rate().Log(slog.LevelInfo, "timeout write", "closed a client connection: it did not read its answers (socket.idle_timeout)")
+	} else {
+		s.log().Debug("client connection write failed", "err", err)
+	}
+	c.Close() // unblock the reader
 }
 
 // readLine reads one '\n'-terminated line (without "\n" or "\r\n"). A line
@@ -303,17 +590,38 @@ func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) 
 }
 
 // pending is an answer owed: the request's id and where its answer will
-// arrive (exactly once).
+// arrive (exactly once) or the answer itself: r once known, or line, the
+// encoded answer line of one known at once (small: held by a client that
+// pipelines without reading).
 type pending struct {
-	id json.RawMessage
-	ch <-chan *Response
+	id   json.RawMessage
+	ch   <-chan *Response
+	r    *Response
+	line []byte
+}
+
+// ready reports whether the answer is known, taking it from ch if it has
+// arrived.
+func (p *pending) ready() bool {
+	if p.line != nil || p.r != nil {
+		return true
+	}
+	select {
+	case p.r = <-p.ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // answered is a pending whose answer is already known.
 func answered(id json.RawMessage, r *Response) pending {
-	ch := make(chan *Response, 1)
-	ch <- r
-	return pending{id: id, ch: ch}
+	r.ID = id
+	b, err := json.Marshal(r)
+	if err != nil {
+		return pending{id: id, r: r}
+	}
+	return pending{id: id, line: append(b, '\n')}
 }
 
 // handleLine decodes line, checks the op's permission and returns where its
@@ -337,6 +645,9 @@ func (s *Server) handleLine(p *Peer, line []byte) pending {
 	}
 	if s.Permit != nil {
 		if e := s.Permit(p, op); e != nil {
+			if op.limited != nil {
+				return op.limited(s, p, req)
+			}
 			return answered(req.ID, ErrorResponse(e))
 		}
 	}

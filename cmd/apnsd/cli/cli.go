@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -88,14 +89,27 @@ func run(args []string, stdout, stderr io.Writer, env runEnv) int {
 		fmt.Fprintln(stdout, "apnsd", defaults.Version)
 		return ExitOK
 	}
-	cfg, cleanup, code := loadConfig(f, stdout, stderr)
+	if f.check {
+		cfg, cleanup, code := loadConfig(f, stdout, stderr)
+		if cfg == nil {
+			return code
+		}
+		defer cleanup()
+		return check(cfg, stdout, stderr)
+	}
+	// Until the config says how to log, log as it would by default (the
+	// journal's priorities under systemd) and tell systemd why a start
+	// fails.
+	fallback, err := daemon.NewLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "apnsd: %v\n", err)
+		return ExitUsage
+	}
+	cfg, cleanup, code := loadConfig(f, stdout, &startErrors{log: fallback, sd: &notifier{log: fallback}})
 	if cfg == nil {
 		return code
 	}
 	defer cleanup()
-	if f.check {
-		return check(cfg, stdout, stderr)
-	}
 	if f.logFormat != "" {
 		cfg.LogFormat = f.logFormat
 	}
@@ -104,11 +118,11 @@ func run(args []string, stdout, stderr io.Writer, env runEnv) int {
 	}
 	log, err := daemon.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		fmt.Fprintf(stderr, "apnsd: %v\n", err)
+		(&startErrors{log: fallback, sd: &notifier{log: fallback}}).Write([]byte("apnsd: " + err.Error()))
 		return ExitConfig
 	}
 	p := &process{log: log, sd: &notifier{log: log}, env: env}
-	if code, ok := p.start(cfg, stderr); !ok {
+	if code, ok := p.start(cfg); !ok {
 		return code
 	}
 	defer p.stopSignals()
@@ -178,6 +192,9 @@ func loadConfig(f flags, stdout, stderr io.Writer) (cfg *config.Config, cleanup 
 
 // check is apnsd -check: every credential the config names must load.
 func check(cfg *config.Config, stdout, stderr io.Writer) int {
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "apnsd: warning: %s\n", w)
+	}
 	if err := cfg.CheckFiles(time.Now()); err != nil {
 		fmt.Fprintf(stderr, "apnsd: %v\n", err)
 		return ExitConfig
@@ -202,7 +219,7 @@ type process struct {
 // catching signals, starts the daemon and tells systemd it is ready. On
 // failure, said in the log and to systemd, ok is false and code is the exit
 // code.
-func (p *process) start(cfg *config.Config, stderr io.Writer) (code int, ok bool) {
+func (p *process) start(cfg *config.Config) (code int, ok bool) {
 	fail := func(code int, err error) (int, bool) {
 		p.log.Error("cannot start", "err", err)
 		p.sd.status("cannot start: " + err.Error())
@@ -224,7 +241,6 @@ func (p *process) start(cfg *config.Config, stderr io.Writer) (code int, ok bool
 		if inherited != nil {
 			inherited.Close() // our copy; the socket unit keeps its own
 		}
-		fmt.Fprintf(stderr, "apnsd: %v\n", err)
 		return fail(ExitConfig, err)
 	}
 	// Signals are caught from here on: one arriving during Start is handled
@@ -260,6 +276,8 @@ func (p *process) serve() int {
 			statusEvery: p.env.statusEvery,
 			healthy:     daemonHealth(p.d, loopProbes),
 			status:      func() string { return statusLine(p.d.Status()) },
+			connections: func() string { return statusEnvs(p.d.Status()) },
+			stateEvery:  time.Second,
 		}
 		sup.run(supCtx)
 	}()
@@ -291,7 +309,7 @@ func (p *process) serve() int {
 // reload is SIGHUP's reload.
 func (p *process) reload() {
 	p.log.Info("SIGHUP: reloading")
-	rep, err := p.d.Reload(context.Background())
+	rep, err := p.d.Reload(context.Background(), nil)
 	if err != nil {
 		p.log.Error("reload failed", "err", err)
 	} else if len(rep.Reloaded) == 0 {
@@ -322,4 +340,21 @@ func (p *process) shutdown() {
 		}
 	}()
 	p.d.Shutdown(ctx)
+}
+
+// startErrors takes what loadConfig writes about a failure before the
+// daemon's own logger exists ("apnsd: <error>\n") and logs it as the
+// daemon would, at error priority, and says it in STATUS= to systemd.
+type startErrors struct {
+	log *slog.Logger
+	sd  *notifier
+}
+
+func (w *startErrors) Write(b []byte) (int, error) {
+	msg := strings.TrimSpace(strings.TrimPrefix(string(b), "apnsd: "))
+	w.log.Error("cannot start", "err", msg)
+	if w.sd.enabled() {
+		w.sd.status("cannot start: " + msg)
+	}
+	return len(b), nil
 }

@@ -183,6 +183,14 @@ const maxStatusEnvs = 6
 // "shop/production up 2/2, shop/sandbox down 0/1; sent 12, failed 1,
 // refused 0; queue 0/10000".
 func statusLine(rep *ipc.StatusReport) string {
+	q := rep.Queue
+	return fmt.Sprintf("%s; sent %d, failed %d, refused %d; queue %d/%d",
+		statusEnvs(rep), q.Sent, q.Failed, q.Refused, q.Depth+q.InFlight, q.Capacity)
+}
+
+// statusEnvs is the connection part of statusLine: it changes when a
+// connection comes up or goes down, and not with the counters.
+func statusEnvs(rep *ipc.StatusReport) string {
 	var envs []string
 	total := 0
 	for _, a := range rep.Apps {
@@ -204,9 +212,7 @@ func statusLine(rep *ipc.StatusReport) string {
 	if len(envs) == 0 {
 		envs = append(envs, "no app configured")
 	}
-	q := rep.Queue
-	return fmt.Sprintf("%s; sent %d, failed %d, refused %d; queue %d/%d",
-		strings.Join(envs, ", "), q.Sent, q.Failed, q.Refused, q.Depth+q.InFlight, q.Capacity)
+	return strings.Join(envs, ", ")
 }
 
 // supervisor runs beside the main loop while the daemon serves. It pings the
@@ -226,6 +232,12 @@ type supervisor struct {
 	healthy func(ctx context.Context) error
 	// status is the current STATUS= line.
 	status func() string
+	// connections, polled every stateEvery, is the connection part of the
+	// STATUS= line: when it changes, STATUS= is sent at once (so a
+	// connection coming up shows within about a second, not at the next
+	// refresh), at most once per stateEvery.
+	connections func() string
+	stateEvery  time.Duration
 }
 
 // maxProbe bounds one health check.
@@ -244,12 +256,29 @@ func (s *supervisor) run(ctx context.Context) {
 	probe := min(every*4/5, maxProbe)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var stateTick <-chan time.Time
+	lastConns := ""
+	if s.connections != nil && s.stateEvery > 0 {
+		st := time.NewTicker(s.stateEvery)
+		defer st.Stop()
+		stateTick = st.C
+		lastConns = s.connections()
+	}
 	last := ""
 	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-stateTick:
+			if c := s.connections(); c != lastConns {
+				lastConns = c
+				if st := s.status(); st != last {
+					s.n.send(statusAssignment(st))
+					last = st
+				}
+			}
+			continue
 		case <-t.C:
 		}
 		var msg []string

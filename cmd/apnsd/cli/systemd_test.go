@@ -819,3 +819,96 @@ func TestSystemdSocketActivate(t *testing.T) {
 		t.Errorf("apnsd created the configured socket although it inherited one: %v", err)
 	}
 }
+
+// A connection coming up is shown at once (within stateEvery), not at the
+// next regular refresh; counters alone wait for the refresh.
+func TestSupervisorStatusOnConnectionChange(t *testing.T) {
+	ns := newNotifySocket(t, sdTempDir(t))
+	t.Setenv("NOTIFY_SOCKET", ns.path)
+	var mu sync.Mutex
+	conns, counters := "app/sandbox down 0/1", "sent 0"
+	s := &supervisor{
+		n:           &notifier{log: slog.New(slog.DiscardHandler)},
+		log:         slog.New(slog.DiscardHandler),
+		statusEvery: time.Hour,
+		stateEvery:  50 * time.Millisecond,
+		status: func() string {
+			mu.Lock()
+			defer mu.Unlock()
+			return conns + "; " + counters
+		},
+		connections: func() string {
+			mu.Lock()
+			defer mu.Unlock()
+			return conns
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(150 * time.Millisecond)
+	mu.Lock()
+	counters = "sent 5" // not a connection change: no message
+	mu.Unlock()
+	time.Sleep(150 * time.Millisecond)
+	mu.Lock()
+	conns = "app/sandbox up 1/1"
+	mu.Unlock()
+	if m := ns.next(t, 2*time.Second); m != "STATUS=app/sandbox up 1/1; sent 5" {
+		t.Errorf("after the connection came up: %q, want the new STATUS at once", m)
+	}
+	select {
+	case m := <-ns.msgs:
+		t.Errorf("unexpected message %q", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// A start that fails logs its error once, at error priority, and says it
+// in STATUS=, whether the config file or a credential is the problem.
+func TestStartErrorLoggedOnce(t *testing.T) {
+	dir := sdTempDir(t)
+	ns := newNotifySocket(t, dir)
+	t.Setenv("NOTIFY_SOCKET", ns.path)
+	t.Setenv("JOURNAL_STREAM", "8:1234")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(dir, "bad.pem"), []byte("garbage\n"), 0o600))
+	good := fmt.Sprintf("[socket]\npath = %q\n[[apps]]\nname = \"a\"\ntopic = \"com.example.a\"\n  [apps.sandbox]\n  cert_file = \"bad.pem\"\n", filepath.Join(dir, "s.sock"))
+	for _, tc := range []struct {
+		name, config, want string
+	}{
+		{"config", good + "bogus_key = 1\n", "bogus_key"},
+		{"credential", good, "no CERTIFICATE PEM block"},
+	} {
+		path := filepath.Join(dir, tc.name+".toml")
+		must(os.WriteFile(path, []byte(tc.config), 0o644))
+		var stderr syncBuffer
+		env := runEnv{
+			signals:     func() (<-chan os.Signal, func()) { return make(chan os.Signal), func() {} },
+			listenFiles: func() []*os.File { return nil },
+			statusEvery: time.Second,
+		}
+		if code := run([]string{"-config", path}, io.Discard, &stderr, env); code != ExitConfig {
+			t.Errorf("%s: exit %d, want %d", tc.name, code, ExitConfig)
+		}
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		var with []string
+		for _, l := range lines {
+			if strings.Contains(l, tc.want) {
+				with = append(with, l)
+			}
+		}
+		if len(with) != 1 || !strings.HasPrefix(with[0], "<3>") {
+			t.Errorf("%s: lines with the error %q, want one at priority 3 (<3>):\n%s", tc.name, with, stderr.String())
+		}
+		if m := ns.next(t, 2*time.Second); !strings.HasPrefix(m, "STATUS=cannot start: ") || !strings.Contains(m, tc.want) {
+			t.Errorf("%s: STATUS %q does not say why", tc.name, m)
+		}
+	}
+}
