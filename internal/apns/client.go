@@ -479,7 +479,7 @@ func (c *Client) reap(now time.Time) {
 			if err == nil && now.UnixNano()-max(k.enq, down) >= int64(c.o.UnavailableWait) {
 				err = context.DeadlineExceeded
 			}
-			if err == context.DeadlineExceeded {
+			if errors.Is(err, context.DeadlineExceeded) {
 				err = unavail
 			}
 			return err

@@ -426,6 +426,48 @@ func TestConformanceMaxConcurrentStreamsRaised(t *testing.T) {
 	noViolations(t, s)
 }
 
+// TestConformanceZeroStreamLimit: a server that allows no streams at all
+// (SETTINGS_MAX_CONCURRENT_STREAMS 0) gets none, not even the one stream
+// a new connection starts with while it warms up; once it raises the
+// limit the waiting request goes out. (The churn test's limit of 0 used to
+// catch the client's warm-up stream only when a connection was young.)
+func TestConformanceZeroStreamLimit(t *testing.T) {
+	s := hostile(t, h2test.Options{Settings: []http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 0}}})
+	c := newClient(t, s.URL(), s.Pool(), clientOpts{})
+	var b batch
+	done := make(chan struct{})
+	// Queued while the client is still dialling, so it is ready to go
+	// the moment the server's SETTINGS arrive.
+	go func() { defer close(done); b = send(t, c, 1, 1, nil) }()
+	for deadline := time.Now().Add(20 * time.Second); s.Stats().SettingsAcks == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client did not ACK the server's SETTINGS: %+v", s.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// A stream opened on the strength of the SETTINGS follows their ACK
+	// in the same write; a PING sent now is answered after it.
+	cn := s.Conns()[0]
+	if cn.PingFlood(1) != 1 {
+		t.Fatal("PING not written")
+	}
+	for deadline := time.Now().Add(20 * time.Second); s.Stats().PingAcksRecv == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client did not ACK the PING: %+v", s.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st := s.Stats(); st.StreamLimitViolations != 0 || cn.Open() != 0 {
+		t.Errorf("with a stream limit of 0 the client opened a stream: %d open; %+v", cn.Open(), st)
+	}
+	cn.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 10})
+	<-done
+	if b.ok() != 1 {
+		t.Errorf("after the limit went up to 10: %s", b.summary())
+	}
+	noViolations(t, s)
+}
+
 func TestConformanceOneByteWindow(t *testing.T) {
 	s := hostile(t, h2test.Options{Settings: []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1}}})
 	c := newClient(t, s.URL(), s.Pool(), clientOpts{})

@@ -307,9 +307,9 @@ func (c *conn) room() int {
 	// warmUp has passed: the server's real SETTINGS are applied by then,
 	// and with token auth APNs allows one stream until a valid token went
 	// through. The time bound keeps one slow first request from holding
-	// up the rest.
+	// up the rest. It never raises the server's limit (which may be 0).
 	if !c.answered.Load() && time.Since(c.since) < warmUp {
-		limit = 1
+		limit = min(limit, 1)
 	}
 	return min(limit-len(c.streams), maxBatch)
 }

@@ -258,7 +258,7 @@ func TestLoadCertificate(t *testing.T) {
 				var ce *CredentialError
 				if !errors.As(err, &ce) {
 					t.Errorf("error %T is not a *CredentialError", err)
-				} else if tt.wantErr != ErrCertFiles && !strings.Contains(err.Error(), ce.Path) {
+				} else if !errors.Is(tt.wantErr, ErrCertFiles) && !strings.Contains(err.Error(), ce.Path) {
 					t.Errorf("error %q does not name its Path %q", err, ce.Path)
 				}
 				for _, s := range tt.wantIn {

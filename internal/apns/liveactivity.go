@@ -3,6 +3,7 @@ package apns
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -189,7 +190,11 @@ func validateLiveActivity(payload []byte, broadcast bool) error {
 			return laErr("payload.aps.input-push-channel", "must be a channel id (a base64 string), not %s", jsonKind(rawChan))
 		}
 		if err := ValidateChannelID(id); err != nil {
-			return laErr("payload.aps.input-push-channel", "%s", err.(*ValidationError).Message)
+			msg := err.Error()
+			if ve, ok := errors.AsType[*ValidationError](err); ok {
+				msg = ve.Message // without ValidateChannelID's field name
+			}
+			return laErr("payload.aps.input-push-channel", "%s", msg)
 		}
 	}
 	return nil

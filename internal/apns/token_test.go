@@ -578,8 +578,8 @@ func TestLoadTokenKey(t *testing.T) {
 			path := filepath.Join(dir, "missing.p8")
 			if tc.file != "" {
 				path = filepath.Join(dir, tc.file)
-				switch {
-				case tc.file == "adir":
+				switch tc.file {
+				case "adir":
 					if err := os.MkdirAll(path, 0o700); err != nil {
 						t.Fatal(err)
 					}
@@ -612,7 +612,7 @@ func TestLoadTokenKey(t *testing.T) {
 				t.Errorf("error %T is not a *CredentialError with Path %s", err, path)
 			}
 			for _, s := range sentinels {
-				if got, want := errors.Is(err, s), s == tc.kind; got != want {
+				if got, want := errors.Is(err, s), errors.Is(tc.kind, s); got != want {
 					t.Errorf("errors.Is(err, %v) = %v, want %v", s, got, want)
 				}
 			}

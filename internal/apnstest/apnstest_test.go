@@ -505,10 +505,8 @@ func TestTokenMode(t *testing.T) {
 func TestApns2Client(t *testing.T) {
 	f := newCertServer(t, Options{})
 	s := f.srv
-	client := apns2.NewClient(f.single)
-	client.Host = s.URL
-	tr := client.HTTPClient.Transport.(*http2.Transport)
-	tr.TLSClientConfig.RootCAs = s.RootCAs()
+	client := apns2Client(s, f.single)
+	t.Cleanup(client.CloseIdleConnections)
 
 	n := &apns2.Notification{DeviceToken: devToken, Topic: bundle, Payload: []byte(`{"aps":{"alert":"hello"}}`)}
 	resp, err := client.Push(n)

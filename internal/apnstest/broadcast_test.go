@@ -15,7 +15,6 @@ import (
 
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/payload"
-	"golang.org/x/net/http2"
 
 	"github.com/apnsd/apnsd/internal/apns"
 )
@@ -34,11 +33,27 @@ type reply struct {
 	reason string
 }
 
-// rawClient is an x/net http2.Transport used directly (no net/http
-// Transport in between): an HTTP/2 client independent of the one the
-// stand-in's own Client helper builds.
-func rawClient(s *Server, certs ...tls.Certificate) *http2.Transport {
-	return &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: s.RootCAs(), Certificates: certs, MinVersion: tls.VersionTLS12}}
+// rawClient is a net/http Transport speaking HTTP/2 only, used directly as
+// a RoundTripper (no http.Client in between): an HTTP/2 client independent
+// of the one the stand-in's own Client helper builds.
+func rawClient(s *Server, certs ...tls.Certificate) *http.Transport {
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	return &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: s.RootCAs(), Certificates: certs, MinVersion: tls.VersionTLS12},
+		Protocols:       &protos,
+	}
+}
+
+// apns2Client is sideshow/apns2's client for cert, pointed at s. apns2
+// builds an x/net http2.Transport (deprecated); its HTTP client is replaced
+// with one on rawClient, so apns2's own request building and response
+// parsing are what is tested, with the same timeout apns2 sets.
+func apns2Client(s *Server, cert tls.Certificate) *apns2.Client {
+	c := apns2.NewClient(cert)
+	c.Host = s.URL
+	c.HTTPClient = &http.Client{Transport: rawClient(s, cert), Timeout: apns2.HTTPClientTimeout}
+	return c
 }
 
 func do(t *testing.T, rt http.RoundTripper, method, url string, h http.Header, body []byte) reply {
@@ -574,9 +589,7 @@ func TestApnsRequestsAgainstStandIn(t *testing.T) {
 func TestLiveActivityPush(t *testing.T) {
 	f := newCertServer(t, Options{})
 	s := f.srv
-	client := apns2.NewClient(f.single)
-	client.Host = s.URL
-	client.HTTPClient.Transport.(*http2.Transport).TLSClientConfig.RootCAs = s.RootCAs()
+	client := apns2Client(s, f.single)
 	t.Cleanup(client.CloseIdleConnections)
 	now := time.Now().Unix()
 	update := payload.NewPayload().SetEvent(payload.LiveActivityEventUpdate).SetTimestamp(now).

@@ -104,10 +104,16 @@
 // # Serving
 //
 // The server runs its own accept loop: each TCP connection gets a TLS
-// handshake (ALPN "h2" only) and is then served by an x/net http2.Server of
-// its own (http2.Server.ServeConn), which advertises and enforces
-// SETTINGS_MAX_CONCURRENT_STREAMS. One server per connection is what lets a
-// single connection be sent a GOAWAY.
+// handshake (ALPN "h2" only) and is then served by a net/http Server of its
+// own (Server.Serve on a one-connection listener; HTTP2Config sets the
+// SETTINGS_MAX_CONCURRENT_STREAMS it advertises and enforces). One server
+// per connection is what lets a single connection be sent a GOAWAY (that
+// Server's Shutdown). The stand-in terminates TLS itself and gives net/http
+// the decrypted stream as prior-knowledge HTTP/2 (Protocols: unencrypted
+// HTTP/2 only), so that it sees every frame net/http writes: that is how
+// Accepted counts only answers on the wire, how a GOAWAY gets Apple's debug
+// data and how a refused stream gets REFUSED_STREAM. Clients see plain
+// HTTP/2 over TLS.
 //
 // # Fault injection
 //
@@ -146,8 +152,8 @@
 // leaving open connections alone; [Server.GoAway] sends GOAWAY on every open
 // connection; [Server.DropConnections] closes them all abruptly;
 // [Server.SetMaxConcurrentStreams] changes the stream limit of connections
-// accepted afterwards (open connections keep theirs: x/net's server cannot
-// send new SETTINGS on a live connection).
+// accepted afterwards (open connections keep theirs: net/http's HTTP/2
+// server cannot send new SETTINGS on a live connection).
 //
 // The counters stay exact under faults: [Server.Count] counts every request
 // received (valid or not), [Server.Requests] every valid one (faulted or

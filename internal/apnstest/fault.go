@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // Action is a fault to inject with a [Reply]; see "Fault injection" in the
@@ -142,11 +140,16 @@ func (ci *connInfo) goAway(reason string) {
 		Reason string `json:"reason"`
 	}{reason})
 	ci.goAwayDebug.CompareAndSwap(nil, &b) // the first reason sticks
-	// x/net's http2 server registers a graceful-shutdown hook on the
-	// http.Server given to ConfigureServer; ci.h1 serves only this
-	// connection, so this shuts down just this one. Shutdown returns at
-	// once: ci.h1 has no listeners and no HTTP/1 connections.
-	ci.h1.Shutdown(context.Background())
+	// net/http's HTTP/2 server starts a graceful shutdown (GOAWAY, then
+	// drain) of its connections when its http.Server shuts down; ci.h1
+	// serves only this connection, so this shuts down just this one.
+	// Shutdown starts that in a goroutine of its own and then waits for
+	// the connection to close; the context, already done, makes it return
+	// at once instead. (It also closes ci.h1's one-connection listener,
+	// which only ends ci.h1's accept loop.)
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	ci.h1.Shutdown(done)
 }
 
 // closeAbruptly closes the TCP connection under the TLS one: no GOAWAY, no
@@ -169,7 +172,7 @@ const (
 	errCodeRefusedStream = 0x7
 )
 
-// wireConn is the TLS connection as x/net's HTTP/2 server sees it. It
+// wireConn is the TLS connection as net/http's HTTP/2 server sees it. It
 // follows the frames the server writes (which always start on a frame
 // boundary: the server side sends no preface) so that the stand-in can
 //
@@ -181,8 +184,11 @@ const (
 //
 // Only HEADERS, RST_STREAM and GOAWAY frames are held until complete; all
 // other bytes pass straight through.
+//
+// It is a plain net.Conn on purpose (it does not offer ConnectionState): net/http
+// then serves it as prior-knowledge HTTP/2, see Server.serveConn.
 type wireConn struct {
-	*tls.Conn
+	tc *tls.Conn
 	s  *Server
 	ci *connInfo
 
@@ -247,7 +253,7 @@ func (w *wireConn) Write(p []byte) (int, error) {
 		w.s.accepted += len(oks)
 		w.s.mu.Unlock()
 	}
-	n, err := w.Conn.Write(out)
+	n, err := w.tc.Write(out)
 	if err != nil {
 		lost := 0
 		for _, end := range oks {
@@ -264,6 +270,15 @@ func (w *wireConn) Write(p []byte) (int, error) {
 	}
 	return total, nil
 }
+
+// Read, Close and the rest of net.Conn go straight to the TLS connection.
+func (w *wireConn) Read(p []byte) (int, error)         { return w.tc.Read(p) }
+func (w *wireConn) Close() error                       { return w.tc.Close() }
+func (w *wireConn) LocalAddr() net.Addr                { return w.tc.LocalAddr() }
+func (w *wireConn) RemoteAddr() net.Addr               { return w.tc.RemoteAddr() }
+func (w *wireConn) SetDeadline(t time.Time) error      { return w.tc.SetDeadline(t) }
+func (w *wireConn) SetReadDeadline(t time.Time) error  { return w.tc.SetReadDeadline(t) }
+func (w *wireConn) SetWriteDeadline(t time.Time) error { return w.tc.SetWriteDeadline(t) }
 
 // emitHeld appends the complete held frame, rewritten as needed, to out.
 func (w *wireConn) emitHeld(out []byte, oks []int) ([]byte, []int) {
@@ -352,13 +367,63 @@ func (ci *connInfo) takeRefusal() bool {
 type connInfo struct {
 	conn     net.Conn // the TCP connection
 	wire     *wireConn
-	h2       *http2.Server
-	h1       *http.Server // serves only this connection; Shutdown sends GOAWAY
-	id       uint64       // 0 until the connection is ready for HTTP/2
+	h1       *http.Server         // serves only this connection; Shutdown sends GOAWAY
+	tls      *tls.ConnectionState // set once the handshake succeeded, before serving
+	id       uint64               // 0 until the connection is ready for HTTP/2
 	inFlight atomic.Int64
+
+	closed    chan struct{} // closed once net/http has closed the connection
+	closeOnce sync.Once
 
 	goAwayDebug atomic.Pointer[[]byte]
 	goAwaySent  chan struct{} // closed once a GOAWAY frame has been written
 	goAwayOnce  sync.Once
 	refusals    atomic.Int32 // handler aborts to turn into REFUSED_STREAM
 }
+
+// connListener hands net/http's Server.Serve one connection, then blocks
+// in Accept until closed. It is safe for concurrent use.
+type connListener struct {
+	c      net.Conn
+	mu     sync.Mutex
+	given  bool
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newConnListener(c net.Conn) *connListener {
+	return &connListener{c: c, done: make(chan struct{})}
+}
+
+// Accept returns the connection the first time, then net.ErrClosed once
+// the listener is closed.
+func (l *connListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if !l.given {
+		select {
+		case <-l.done:
+		default:
+			l.given = true
+			l.mu.Unlock()
+			return l.c, nil
+		}
+	}
+	l.mu.Unlock()
+	<-l.done
+	return nil, net.ErrClosed
+}
+
+// handedOut reports whether Accept returned the connection.
+func (l *connListener) handedOut() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.given
+}
+
+// Close ends Accept; it does not close the connection.
+func (l *connListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.c.LocalAddr() }

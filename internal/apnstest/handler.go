@@ -113,8 +113,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apnsID = newUUID()
 	}
 	var leaf *x509.Certificate
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		leaf = r.TLS.PeerCertificates[0]
+	tlsState := r.TLS // nil when served by serveConn: the TLS state is ci's
+	if tlsState == nil && ci != nil {
+		tlsState = ci.tls
+	}
+	if tlsState != nil && len(tlsState.PeerCertificates) > 0 {
+		leaf = tlsState.PeerCertificates[0]
 	}
 
 	var v checked

@@ -17,8 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/apnsd/apnsd/internal/apns"
 	"github.com/apnsd/apnsd/internal/pki"
 )
@@ -259,7 +257,7 @@ func New(o Options) (*Server, error) {
 	s.tlsCfg = &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{issued.TLSCertificate()},
-		NextProtos:   []string{http2.NextProtoTLS}, // HTTP/2 only, like APNs
+		NextProtos:   []string{alpnH2}, // HTTP/2 only, like APNs
 	}
 	if o.ClientCAs != nil {
 		s.tlsCfg.ClientCAs = o.ClientCAs
@@ -317,8 +315,17 @@ func (s *Server) acceptLoop() {
 }
 
 // serveConn does the TLS handshake and serves HTTP/2 on one connection with
-// its own x/net http2.Server, so that the connection can be sent a GOAWAY of
-// its own (see connInfo.goAway).
+// a net/http Server of its own, so that the connection can be sent a GOAWAY
+// of its own (see connInfo.goAway). It returns once that connection is
+// closed and its Server has stopped.
+//
+// The stand-in terminates TLS itself and hands net/http the decrypted
+// stream (a wireConn) as prior-knowledge HTTP/2 (Protocols: unencrypted
+// HTTP/2 only): net/http's HTTP/2 server then reads and writes frames
+// through the wireConn, which is what lets the stand-in watch and rewrite
+// them (exact Accepted, GOAWAY debug data, REFUSED_STREAM). To the client
+// this is ordinary HTTP/2 over TLS with ALPN h2. The TLS state reaches the
+// handler through the connection's context (connInfo.tls), not r.TLS.
 func (s *Server) serveConn(ci *connInfo) {
 	defer s.wg.Done()
 	defer func() {
@@ -327,7 +334,7 @@ func (s *Server) serveConn(ci *connInfo) {
 		delete(s.conns, ci.conn)
 		s.mu.Unlock()
 	}()
-	tc := ci.wire.Conn
+	tc := ci.wire.tc
 	ctx, cancel := context.WithTimeout(s.baseCtx, handshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -340,27 +347,55 @@ func (s *Server) serveConn(ci *connInfo) {
 		s.log.Debug("apnstest: TLS handshake failed", "remote", ci.conn.RemoteAddr(), "err", err)
 		return
 	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != http2.NextProtoTLS {
-		s.log.Debug("apnstest: client did not negotiate h2", "remote", ci.conn.RemoteAddr(), "alpn", p)
+	st := tc.ConnectionState()
+	if st.NegotiatedProtocol != alpnH2 {
+		s.log.Debug("apnstest: client did not negotiate h2", "remote", ci.conn.RemoteAddr(), "alpn", st.NegotiatedProtocol)
 		return
 	}
-	ci.h2.ServeConn(ci.wire, &http2.ServeConnOpts{
-		Context:    context.WithValue(s.baseCtx, connKey{}, ci),
-		BaseConfig: ci.h1,
-		Handler:    s,
-	})
+	ci.tls = &st
+	ln := newConnListener(ci.wire)
+	served := make(chan error, 1)
+	go func() { served <- ci.h1.Serve(ln) }()
+	select {
+	case <-ci.closed:
+	case err := <-served:
+		// Serve returns when its listener closes (Shutdown, for a
+		// GOAWAY) or at once if it cannot start; the connection, if
+		// handed out, is served on by a goroutine of its own.
+		if !ln.handedOut() {
+			s.log.Error("apnstest: serving HTTP/2", "remote", ci.conn.RemoteAddr(), "err", err)
+			return
+		}
+		<-ci.closed
+		ln.Close()
+		return
+	}
+	ln.Close()
+	<-served
 }
 
+// alpnH2 is HTTP/2's ALPN protocol id (RFC 9113, section 3.2).
+const alpnH2 = "h2"
+
 // newConnInfo prepares serving c: a TLS server connection wrapped in a
-// wireConn, and an x/net http2.Server of its own (configured on an
-// http.Server of its own, whose Shutdown makes it send GOAWAY).
+// wireConn, and a net/http Server of its own, serving HTTP/2 only, whose
+// Shutdown makes it send GOAWAY on this one connection.
 func (s *Server) newConnInfo(c net.Conn) *connInfo {
-	ci := &connInfo{conn: c, goAwaySent: make(chan struct{})}
-	ci.wire = &wireConn{Conn: tls.Server(c, s.tlsCfg), s: s, ci: ci}
-	ci.h2 = &http2.Server{MaxConcurrentStreams: s.maxStreams.Load()}
-	ci.h1 = &http.Server{ErrorLog: s.errLog, ConnState: s.connState}
-	if err := http2.ConfigureServer(ci.h1, ci.h2); err != nil {
-		panic("apnstest: configuring HTTP/2: " + err.Error()) // only fails on bad cipher suites
+	ci := &connInfo{conn: c, goAwaySent: make(chan struct{}), closed: make(chan struct{})}
+	ci.wire = &wireConn{tc: tls.Server(c, s.tlsCfg), s: s, ci: ci}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true) // prior knowledge over our own TLS; see serveConn
+	ci.h1 = &http.Server{
+		Handler:   s,
+		ErrorLog:  s.errLog,
+		ConnState: s.connState,
+		Protocols: &protos,
+		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: int(s.maxStreams.Load())},
+		// Bounds the wait for the client's preface (net/http reads it
+		// before handing the connection to its HTTP/2 server, which then
+		// clears the deadline), as x/net's ServeConn did with 10 s.
+		ReadHeaderTimeout: handshakeTimeout,
+		BaseContext:       func(net.Listener) context.Context { return context.WithValue(s.baseCtx, connKey{}, ci) },
 	}
 	return ci
 }
@@ -373,10 +408,13 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	if !ok {
 		return
 	}
-	if st == http.StateActive || st == http.StateIdle {
+	switch st {
+	case http.StateActive, http.StateIdle:
 		s.mu.Lock()
 		s.numberLocked(w.ci)
 		s.mu.Unlock()
+	case http.StateClosed:
+		w.ci.closeOnce.Do(func() { close(w.ci.closed) })
 	}
 }
 

@@ -3,7 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/tls"
-	"errors"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -12,24 +12,31 @@ import (
 	"github.com/sideshow/apns2"
 
 	"github.com/apnsd/apnsd/internal/apns"
-	"golang.org/x/net/http2"
 )
 
 // runApns2 sends n notifications (the same request as the other paths:
 // token, topic, push type, payload, a fresh apns-id each when withID) to
 // the sink with sideshow/apns2, the library a Go user might pick instead of
 // apnsd, from workers goroutines sharing one apns2.Client (one HTTP/2
-// connection, as x/net's transport pools it). Only cmd/apnsbench links
+// connection, as Go's HTTP/2 transport pools it). Only cmd/apnsbench links
 // this package, so apns2 stays out of the daemon's binary.
 func (e *Env) runApns2(ctx context.Context, n, workers int, withID bool) (Result, error) {
 	cert := e.m.pushTLS
 	c := apns2.NewClient(cert)
 	c.Host = e.sink.url
-	tr, ok := c.HTTPClient.Transport.(*http2.Transport)
-	if !ok {
-		return Result{}, errors.New("apns2: unexpected transport type")
+	// apns2 builds an x/net http2.Transport (deprecated); net/http's own
+	// HTTP/2 transport (the same code, bundled) replaces it, with apns2's
+	// ping health check and client timeout.
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	c.HTTPClient = &http.Client{
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: e.m.roots},
+			Protocols:       &protos,
+			HTTP2:           &http.HTTP2Config{SendPingTimeout: apns2.ReadIdleTimeout},
+		},
+		Timeout: apns2.HTTPClientTimeout,
 	}
-	tr.TLSClientConfig = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: e.m.roots}
 	defer c.CloseIdleConnections()
 	var next atomic.Int64
 	ts := make([]*tally, workers)

@@ -112,6 +112,11 @@ type stream struct {
 	done                            bool  // answered (END_STREAM sent) or reset either way
 	counted                         bool  // counts in Conn.open
 	recvWin, sendWin                int64 // stream flow-control windows
+	// discard: the server never took the stream (opened above a GOAWAY's
+	// last-stream-id, or refused with REFUSED_STREAM). Its frames are
+	// ignored (RFC 9113 5.1, 6.8): DATA only counts against the
+	// connection window, whose credit is returned; nothing is sent on it.
+	discard bool
 }
 
 func newConn(s *Server, nc *tls.Conn, id uint64) *Conn {
@@ -411,11 +416,18 @@ func (c *Conn) onHeaders(id uint32, fieldList []hpack.HeaderField, ended bool) b
 	}
 	c.lastClientID = id
 	if c.goAwaySent && id > c.goAwayID {
+		// RFC 9113 6.8: ignore it, and its DATA (no RST_STREAM either: the
+		// client learns from the GOAWAY, which GoAway put on the wire
+		// before this frame could be acted on, that it was not processed).
+		c.streams[id] = &stream{id: id, discard: true, done: true}
 		c.mu.Unlock()
-		st.afterGoAway.Add(1) // RFC 9113 6.8: ignore it
+		st.afterGoAway.Add(1)
 		return true
 	}
 	if uint32(c.open) >= c.limit {
+		// Refused: DATA that follows (sent before the client read the
+		// RST_STREAM) is ignored, not answered with STREAM_CLOSED.
+		c.streams[id] = &stream{id: id, discard: true, done: true}
 		c.mu.Unlock()
 		st.limitViol.Add(1)
 		c.Reset(id, http2.ErrCodeRefusedStream)
@@ -462,12 +474,20 @@ func (c *Conn) onData(f *http2.DataFrame) bool {
 		c.s.flowViolation(fmt.Sprintf("connection: %d bytes of DATA on stream %d, %d over the window", n, f.StreamID, -c.connRecvWin))
 	}
 	s := c.streams[f.StreamID]
+	if s != nil && s.discard {
+		// A stream the server ignores (above GOAWAY, or refused): the
+		// bytes count against the connection window only (RFC 9113 6.8,
+		// 6.9), and that credit is returned.
+		c.mu.Unlock()
+		return c.refill(0, n)
+	}
 	if s == nil || s.complete {
 		c.mu.Unlock()
 		// DATA on a stream the client never opened or already ended.
 		if f.StreamID > c.lastID() {
 			return c.connError(http2.ErrCodeProtocol, fmt.Sprintf("DATA on idle stream %d", f.StreamID))
 		}
+		c.s.protocolError(fmt.Sprintf("DATA on closed stream %d (the client had ended it, or never opened it)", f.StreamID))
 		c.Reset(f.StreamID, http2.ErrCodeStreamClosed)
 		return c.refill(0, n)
 	}
@@ -814,20 +834,30 @@ func (c *Conn) WriteSettings(s ...http2.Setting) error {
 }
 
 // GoAway sends GOAWAY. Streams above lastID that the client opens
-// afterwards are ignored and counted in Stats.StreamsAfterGoAway; the
-// connection stays open (close it with Close).
+// afterwards are ignored (their frames too; nothing is sent on them) and
+// counted in Stats.StreamsAfterGoAway; the connection stays open (close it
+// with Close).
+//
+// The write lock is held from the moment the streams above lastID start
+// being ignored until the GOAWAY frame is written, so nothing the server
+// writes because of that decision can reach the wire before the GOAWAY.
 func (c *Conn) GoAway(lastID uint32, code http2.ErrCode, debug []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.mu.Lock()
 	if !c.goAwaySent || lastID < c.goAwayID {
 		c.goAwayID = lastID
 	}
 	c.goAwaySent = true
 	c.mu.Unlock()
-	err := c.write(func() error { return c.fr.WriteGoAway(lastID, code, debug) })
-	if err == nil {
-		c.s.st.goAwaysSent.Add(1)
+	c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	err := c.fr.WriteGoAway(lastID, code, debug)
+	if err != nil {
+		c.nc.Close()
+		return err
 	}
-	return err
+	c.s.st.goAwaysSent.Add(1)
+	return nil
 }
 
 // Reset sends RST_STREAM with code on stream id.

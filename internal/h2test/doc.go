@@ -52,8 +52,12 @@
 // beyond the window the client was given (FlowViolations), a frame larger
 // than the ACKed SETTINGS_MAX_FRAME_SIZE (FrameSizeViolations), a stream
 // opened above the last-stream-id of a GOAWAY the server sent
-// (StreamsAfterGoAway; ignored, as RFC 9113 says), an HPACK or framing error
-// (ProtocolErrors; the connection is closed with GOAWAY). Stats.Requests
+// (StreamsAfterGoAway; ignored with its DATA, as RFC 9113 6.8 says: no
+// RST_STREAM, and the GOAWAY is on the wire before anything the server
+// writes after deciding to ignore it), an HPACK or framing error
+// (ProtocolErrors; the connection is closed with GOAWAY), DATA on a stream
+// the client had already ended (ProtocolErrors; reset with STREAM_CLOSED).
+// DATA on a stream the server refused is ignored (RFC 9113 5.1). Stats.Requests
 // counts complete requests handed to the handler, Stats.Responses the
 // response HEADERS the server wrote: a client that reports exactly
 // Responses answers, and an error for every other request, answered each

@@ -168,3 +168,139 @@ func TestNoH2AnswersHTTP1(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// settle reads the server's SETTINGS (ACKing them) and makes a PING round
+// trip, so the server has applied our ACK.
+func (c *rawClient) settle() {
+	c.until(func(f http2.Frame) bool { sf, ok := f.(*http2.SettingsFrame); return ok && !sf.IsAck() })
+	c.fence(0xff)
+}
+
+// fence sends a PING and reads up to its ACK: the server has handled
+// everything written before it. It returns the frames read on the way.
+func (c *rawClient) fence(tag byte) []http2.Frame {
+	c.fr.WritePing(false, [8]byte{tag})
+	var seen []http2.Frame
+	c.until(func(f http2.Frame) bool {
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && p.Data[0] == tag {
+			return true
+		}
+		seen = append(seen, f) // the Framer does not reuse frames here
+		return false
+	})
+	return seen
+}
+
+// Streams opened above a GOAWAY's last-stream-id are ignored, their DATA
+// included (RFC 9113 6.8): no RST_STREAM (a STREAM_CLOSED reset written
+// before the GOAWAY made clients fail requests that were safe to retry),
+// and the DATA's connection-window credit comes back.
+func TestIgnoresStreamsAboveGoAway(t *testing.T) {
+	s, err := New(Options{Handler: func(*Request) {}}) // hold every request
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := dialRaw(t, s)
+	defer c.conn.Close()
+	c.settle()
+	c.open(1, false)
+	c.fr.WriteData(1, true, []byte("first"))
+	c.fence(1)
+	if !s.WaitPending(1, 10*time.Second) {
+		t.Fatalf("stream 1 never pending: %+v", s.Stats())
+	}
+	cn := s.Conns()[0]
+	if err := cn.GoAway(1, http2.ErrCodeNo, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.open(3, false)
+	c.fr.WriteData(3, true, []byte("0123456789"))
+	c.open(5, true)
+	var goaway bool
+	var connCredit uint32
+	for _, f := range c.fence(2) {
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			goaway = f.LastStreamID == 1
+		case *http2.RSTStreamFrame:
+			t.Errorf("RST_STREAM %v on stream %d, which the server must ignore", f.ErrCode, f.StreamID)
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				connCredit += f.Increment
+			} else if f.StreamID != 1 {
+				t.Errorf("WINDOW_UPDATE for ignored stream %d", f.StreamID)
+			}
+		default:
+			if f.Header().StreamID > 1 {
+				t.Errorf("%v frame on ignored stream %d", f.Header().Type, f.Header().StreamID)
+			}
+		}
+	}
+	if !goaway {
+		t.Error("no GOAWAY with last-stream-id 1")
+	}
+	// "first" may have been refilled before or after the GOAWAY.
+	if connCredit != 10 && connCredit != 15 {
+		t.Errorf("connection credit returned after GOAWAY %d, want the 10 bytes of stream 3 (+5 of stream 1)", connCredit)
+	}
+	if err := cn.Respond(3, Reply{}); err != ErrStreamDone {
+		t.Errorf("Respond on an ignored stream: %v, want ErrStreamDone", err)
+	}
+	if err := cn.Respond(1, Reply{}); err != nil {
+		t.Errorf("Respond on stream 1 (below last-stream-id): %v", err)
+	}
+	st := s.Stats()
+	if st.StreamsAfterGoAway != 2 || st.ResetsSent != 0 || st.ProtocolErrors != 0 || st.Requests != 1 || st.DataBytesRecv != 15 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// DATA on a stream the server refused (sent before the client read the
+// RST_STREAM) is ignored; DATA after the client's own END_STREAM is the
+// client's error (STREAM_CLOSED, counted).
+func TestDataOnRefusedAndClosedStreams(t *testing.T) {
+	s, err := New(Options{
+		Settings: []http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 1}},
+		Handler:  func(*Request) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := dialRaw(t, s)
+	defer c.conn.Close()
+	c.settle()
+	c.open(1, true)
+	c.open(3, false) // over the limit: refused
+	c.fr.WriteData(3, true, []byte("abc"))
+	var refused int
+	for _, f := range c.fence(1) {
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			if r.StreamID == 3 && r.ErrCode == http2.ErrCodeRefusedStream {
+				refused++
+			} else {
+				t.Errorf("RST_STREAM %v on stream %d", r.ErrCode, r.StreamID)
+			}
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d REFUSED_STREAM for stream 3, want 1", refused)
+	}
+	if st := s.Stats(); st.ProtocolErrors != 0 || st.StreamLimitViolations != 1 {
+		t.Errorf("after DATA on a refused stream: %+v", st)
+	}
+	c.fr.WriteData(1, false, []byte("late")) // stream 1 already sent END_STREAM
+	var closed bool
+	for _, f := range c.fence(2) {
+		if r, ok := f.(*http2.RSTStreamFrame); ok && r.StreamID == 1 && r.ErrCode == http2.ErrCodeStreamClosed {
+			closed = true
+		}
+	}
+	if !closed {
+		t.Error("no STREAM_CLOSED for DATA after END_STREAM")
+	}
+	if st := s.Stats(); st.ProtocolErrors != 1 || !strings.Contains(st.LastProtocolError, "closed stream 1") {
+		t.Errorf("DATA after END_STREAM not counted: %+v", st)
+	}
+}
