@@ -57,6 +57,12 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Respon
 			continue
 		}
 		if !s.Wait {
+			// Today a wait:false single send is acknowledged by the ipc
+			// layer as soon as Submit accepts it, so the token is queued
+			// now. When Submit's channel carries the durable
+			// acknowledgement instead (issue 9's spool), collect these
+			// channels as for wait:true and count the entries with
+			// Queued set.
 			results[i] = ipc.TokenResult{Token: t, OK: true, Queued: true}
 			queued++
 			continue
