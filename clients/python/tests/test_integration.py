@@ -178,7 +178,7 @@ class TestSend(DemoCase):
         self.assertTrue(r.queued)
 
     def test_line_too_long_keeps_connection(self):
-        r = self.client.send(OK, alert="y" * (70 * 1024))
+        r = self.client.send(OK, alert="y" * (140 * 1024))  # over the default max_line_bytes (128 KiB)
         self.assertFalse(r.ok)
         self.assertEqual(r.error, "line_too_long", r.raw)
         self.assertTrue(self.client.send(OK, alert="after").ok)

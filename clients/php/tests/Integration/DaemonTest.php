@@ -372,7 +372,7 @@ final class DaemonTest extends TestCase
     public function testLineTooLongKeepsTheConnectionUsable(): void
     {
         $client = $this->client();
-        $r = $client->send(self::OK_TOKEN, ['payload' => ['aps' => ['alert' => 'x'], 'blob' => str_repeat('x', 70000)]]);
+        $r = $client->send(self::OK_TOKEN, ['payload' => ['aps' => ['alert' => 'x'], 'blob' => str_repeat('x', 140000)]]); // over the default max_line_bytes (128 KiB)
         $this->assertFalse($r->isOk());
         $this->assertSame('line_too_long', $r->getError(), $r->describe());
         $this->assertTrue($client->ping()['pong'], 'same connection still works');
