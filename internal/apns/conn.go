@@ -107,8 +107,6 @@ type writeBuf struct{ b []byte }
 
 func (w *writeBuf) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
 
-var errStreamIDsExhausted = errors.New("stream ids exhausted")
-
 // errNoH2 is wrapped by the dial error of a server that does not
 // negotiate HTTP/2 with ALPN.
 var errNoH2 = errors.New("server does not speak HTTP/2 (ALPN h2 not negotiated); APNs requires HTTP/2")
@@ -126,7 +124,7 @@ func (cl *Client) dialConn(ctx context.Context) (*conn, error) {
 		raw.Close()
 		if strings.Contains(err.Error(), "no application protocol") {
 			// The server refused our only protocol, h2 (RFC 7301 alert).
-			return nil, fmt.Errorf("TLS handshake with %s: %w (%v)", cl.addr, errNoH2, err)
+			return nil, fmt.Errorf("TLS handshake with %s: %w (%w)", cl.addr, errNoH2, err)
 		}
 		return nil, fmt.Errorf("TLS handshake with %s: %w", cl.addr, err)
 	}
@@ -628,7 +626,7 @@ func (c *conn) streamError(se http2.StreamError, done []doneItem) []doneItem {
 		delete(c.streams, se.StreamID)
 		c.wfr.WriteRSTStream(se.StreamID, se.Code)
 		c.kick()
-		done = append(done, doneItem{k: s.k, err: &ConnError{Err: fmt.Errorf("malformed response on stream %d: %v", se.StreamID, se)}})
+		done = append(done, doneItem{k: s.k, err: &ConnError{Err: fmt.Errorf("malformed response on stream %d: %w", se.StreamID, se)}})
 	}
 	return done
 }
@@ -775,13 +773,13 @@ func (c *conn) headerFragment(frag []byte, end bool, done []doneItem) ([]doneIte
 		return done, fmt.Errorf("a response header block beyond %d bytes: %w", 2*maxResponseHeaderBytes, http2.ConnectionError(http2.ErrCodeProtocol))
 	}
 	if _, err := c.hdec.Write(frag); err != nil {
-		return done, fmt.Errorf("HPACK: %v: %w", err, http2.ConnectionError(http2.ErrCodeCompression))
+		return done, fmt.Errorf("HPACK: %w: %w", err, http2.ConnectionError(http2.ErrCodeCompression))
 	}
 	if !end {
 		return done, nil
 	}
 	if err := c.hdec.Close(); err != nil {
-		return done, fmt.Errorf("HPACK: %v: %w", err, http2.ConnectionError(http2.ErrCodeCompression))
+		return done, fmt.Errorf("HPACK: %w: %w", err, http2.ConnectionError(http2.ErrCodeCompression))
 	}
 	s := hb.stream
 	if s == nil || c.streams[s.id] != s {

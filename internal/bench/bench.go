@@ -218,6 +218,7 @@ func (e *Env) daemonConfig() string {
 shutdown_timeout = "5s"
 queue_size = %d
 log_level = "warn"
+state_dir = %q
 
 [socket]
 path = %q
@@ -235,7 +236,7 @@ default_env = "sandbox"
   endpoint = %q
   ca_file = %q
   connections = %d
-`, RequestTimeout.String(), queue, filepath.Join(e.dir, "apnsd.sock"), pending, lineCap,
+`, RequestTimeout.String(), queue, filepath.Join(e.dir, "state"), filepath.Join(e.dir, "apnsd.sock"), pending, lineCap,
 		App, Topic, e.m.certFile, e.m.keyFile, e.sink.url, e.m.caFile, e.o.Conns)
 }
 

@@ -163,7 +163,7 @@ func Compare(ctx context.Context, o CompareOptions) (*CompareReport, error) {
 		fmt.Fprintf(out, "building apnsd: go build -o %s github.com/apnsd/apnsd/cmd/apnsd\n", bin)
 		b := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/apnsd/apnsd/cmd/apnsd")
 		if msg, err := b.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("building apnsd: %v: %s", err, msg)
+			return nil, fmt.Errorf("building apnsd: %w: %s", err, msg)
 		}
 	}
 	rep.Apnsd = bin
@@ -176,7 +176,7 @@ func Compare(ctx context.Context, o CompareOptions) (*CompareReport, error) {
 		return rep, err
 	}
 	if w, err := e.RunDirect(ctx, o.Warmup, 0); err != nil || w.Errors > 0 {
-		return rep, fmt.Errorf("apns.Client warm-up: %v (%v)", err, w.Answers)
+		return rep, fmt.Errorf("apns.Client warm-up: %w (%v)", err, w.Answers)
 	}
 	fmt.Fprintf(out, "apns.Client in-process: %d notifications, %d goroutines, %d connection(s)\n", o.N, o.Clients*o.Pipeline, o.Conns)
 	r, err := measure(e.SinkPID(), func() (Result, error) { return e.RunDirect(ctx, o.N, 0) })
@@ -195,7 +195,7 @@ func Compare(ctx context.Context, o CompareOptions) (*CompareReport, error) {
 	// sideshow/apns2, in-process.
 	workers := o.Clients * o.Pipeline
 	if w, err := e.runApns2(ctx, o.Warmup, workers, !o.NoApnsID); err != nil || w.Errors > 0 {
-		return rep, fmt.Errorf("apns2 warm-up: %v (%v)", err, w.Answers)
+		return rep, fmt.Errorf("apns2 warm-up: %w (%v)", err, w.Answers)
 	}
 	fmt.Fprintf(out, "sideshow/apns2 in-process: %d notifications, %d goroutines, 1 connection\n", o.N, workers)
 	r, err = measure(e.SinkPID(), func() (Result, error) { return e.runApns2(ctx, o.N, workers, !o.NoApnsID) })
@@ -299,7 +299,7 @@ func (e *Env) runApnsd(ctx context.Context, bin, exe string, o CompareOptions, r
 	select {
 	case <-exited:
 		if waitErr != nil {
-			return fmt.Errorf("apnsd on SIGTERM: %v: %s", waitErr, log.String())
+			return fmt.Errorf("apnsd on SIGTERM: %w: %s", waitErr, log.String())
 		}
 	case <-time.After(15 * time.Second):
 		return fmt.Errorf("apnsd did not exit within 15s of SIGTERM")

@@ -108,7 +108,7 @@ func runLoadgen(ctx context.Context, exe string, spec LoadgenSpec, pid int, samp
 	if err != nil || strings.TrimSpace(line) != "ready" {
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, fmt.Errorf("load generator did not get ready (%q, %v): %s", line, err, stderr.String())
+		return nil, fmt.Errorf("load generator did not get ready (%q, %w): %s", line, err, stderr.String())
 	}
 	run := &loadgenRun{}
 	run.HWMReset = resetHWM(pid)
@@ -131,14 +131,14 @@ func runLoadgen(ctx context.Context, exe string, spec LoadgenSpec, pid int, samp
 		run.Series = sp.stop()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load generator: %v: %s", err, stderr.String())
+		return nil, fmt.Errorf("load generator: %w: %s", err, stderr.String())
 	}
 	if cerr != nil {
 		return nil, cerr
 	}
 	run.DaemonCPU = cpu1 - cpu0
 	if err := json.Unmarshal([]byte(line), &run.Result); err != nil {
-		return nil, fmt.Errorf("load generator said %q: %v", line, err)
+		return nil, fmt.Errorf("load generator said %q: %w", line, err)
 	}
 	return run, nil
 }

@@ -26,6 +26,11 @@ const (
 	DefaultMaxLineBytes      = 128 << 10
 	DefaultMaxPendingPerConn = 1024
 	DefaultConnections       = 1
+	// DefaultStateDir is where the spool of accepted wait:false
+	// notifications lives (the unit's StateDirectory=apnsd).
+	DefaultStateDir = "/var/lib/apnsd"
+	// DefaultSpoolMaxBytes bounds the spool's pending records.
+	DefaultSpoolMaxBytes = 64 << 20
 	// Connection limits: below the usual fd limit of 1024, so that the
 	// daemon keeps descriptors for APNs dials and files however many
 	// clients connect (the daemon lowers max_connections further when its
@@ -43,6 +48,8 @@ const (
 	MinLineBytes   = 8192
 	MaxLineBytes   = 16 << 20
 	MaxConnections = 32
+	// MinSpoolMaxBytes leaves room for the largest record (1 MiB).
+	MinSpoolMaxBytes = 1 << 20
 	// MaxSocketPath is the longest path a Unix socket address can hold on
 	// Linux (sun_path is 108 bytes including the terminating NUL).
 	MaxSocketPath = 107
@@ -130,7 +137,14 @@ type Config struct {
 	// UnregisteredFile is an absolute path of a JSONL file for 410
 	// answers, or "" for none.
 	UnregisteredFile string
-	Socket           SocketConfig
+	// StateDir is the absolute path of the directory holding the spool of
+	// accepted "wait":false notifications, or "" for none (then
+	// "wait":false is refused: queued:true always means on disk).
+	StateDir string
+	// SpoolMaxBytes bounds the bytes of spooled notifications not yet
+	// answered by APNs; beyond it "wait":false sends get queue_full.
+	SpoolMaxBytes int64
+	Socket        SocketConfig
 	// Metrics is the [metrics] table; its zero value serves no metrics.
 	Metrics MetricsConfig
 	Apps    []AppConfig
@@ -289,6 +303,8 @@ func Default() *Config {
 		ShutdownTimeout: DefaultShutdownTimeout,
 		LogLevel:        DefaultLogLevel,
 		LogFormat:       DefaultLogFormat,
+		StateDir:        DefaultStateDir,
+		SpoolMaxBytes:   DefaultSpoolMaxBytes,
 		Socket: SocketConfig{
 			Path:                 defaults.Socket,
 			Mode:                 DefaultSocketMode,

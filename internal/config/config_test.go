@@ -32,6 +32,8 @@ func TestDefault(t *testing.T) {
 		RequestTimeout:  30 * time.Second,
 		QueueSize:       10000,
 		ShutdownTimeout: 15 * time.Second,
+		StateDir:        "/var/lib/apnsd",
+		SpoolMaxBytes:   64 << 20,
 		LogLevel:        "info",
 		LogFormat:       "auto",
 		Socket: SocketConfig{
@@ -209,6 +211,8 @@ func TestParseErrors(t *testing.T) {
 		{"log_level", "log_level = \"verbose\"\n" + minimal, []string{`log_level: must be one of debug, info, warn, error, got "verbose"`}},
 		{"log_format", "log_format = \"xml\"\n" + minimal, []string{`log_format: must be one of auto, text, json, journal, got "xml"`}},
 		{"unregistered relative", "unregistered_file = \"gone.jsonl\"\n" + minimal, []string{`unregistered_file: must be an absolute path or empty, got "gone.jsonl"`}},
+		{"state_dir relative", "state_dir = \"spool\"\n" + minimal, []string{`state_dir: must be an absolute path, or "" to refuse "wait":false sends, got "spool"`}},
+		{"spool_max_bytes small", "spool_max_bytes = 1000\n" + minimal, []string{"spool_max_bytes: must be at least 1048576 (1 MiB), got 1000"}},
 		{"socket path too long", "[socket]\npath = \"/" + strings.Repeat("x", 120) + "\"\n" + minimal, []string{"socket.path: is 121 bytes; a Unix socket path can have at most 107"}},
 		{"socket mode bare number", "[socket]\nmode = 660\n" + minimal, []string{"socket.mode: must be a quoted string of octal digits"}},
 		{"socket mode not octal", "[socket]\nmode = \"0990\"\n" + minimal, []string{`socket.mode: must be a string of octal digits such as "0660", got "0990"`}},
@@ -384,7 +388,8 @@ func TestExampleFile(t *testing.T) {
 	// The example documents the defaults: its values must be them.
 	d := Default()
 	if c.RequestTimeout != d.RequestTimeout || c.QueueSize != d.QueueSize || c.ShutdownTimeout != d.ShutdownTimeout ||
-		c.LogLevel != d.LogLevel || c.LogFormat != d.LogFormat || c.UnregisteredFile != "" {
+		c.LogLevel != d.LogLevel || c.LogFormat != d.LogFormat || c.UnregisteredFile != "" ||
+		c.StateDir != d.StateDir || c.SpoolMaxBytes != d.SpoolMaxBytes {
 		t.Errorf("example top-level values differ from Default(): %+v", c)
 	}
 	s := c.Socket

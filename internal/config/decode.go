@@ -152,6 +152,8 @@ type fileConfig struct {
 	LogLevel         string      `toml:"log_level"`
 	LogFormat        string      `toml:"log_format"`
 	UnregisteredFile string      `toml:"unregistered_file"`
+	StateDir         *string     `toml:"state_dir"`
+	SpoolMaxBytes    *int64      `toml:"spool_max_bytes"`
 	Socket           fileSocket  `toml:"socket"`
 	Metrics          fileMetrics `toml:"metrics"`
 	Apps             []fileApp   `toml:"apps"`
@@ -279,6 +281,12 @@ func (fc *fileConfig) config(dir string) *Config {
 		c.LogFormat = fc.LogFormat
 	}
 	c.UnregisteredFile = fc.UnregisteredFile // must be absolute: not resolved
+	if fc.StateDir != nil {
+		c.StateDir = *fc.StateDir // must be absolute or "": not resolved
+	}
+	if fc.SpoolMaxBytes != nil {
+		c.SpoolMaxBytes = *fc.SpoolMaxBytes
+	}
 
 	s := fc.Socket
 	if s.Path != "" {

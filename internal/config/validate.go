@@ -63,6 +63,12 @@ func (c *Config) Validate() error {
 	if c.UnregisteredFile != "" && !filepath.IsAbs(c.UnregisteredFile) {
 		p.top("unregistered_file", "must be an absolute path or empty, got %q", c.UnregisteredFile)
 	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		p.top("state_dir", "must be an absolute path, or \"\" to refuse \"wait\":false sends, got %q", c.StateDir)
+	}
+	if c.SpoolMaxBytes < MinSpoolMaxBytes {
+		p.top("spool_max_bytes", "must be at least %d (1 MiB), got %d", MinSpoolMaxBytes, c.SpoolMaxBytes)
+	}
 
 	s := &c.Socket
 	switch {

@@ -120,6 +120,9 @@ func (c *cli) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), c.timeout)
 }
 
+// deadline is the "deadline" apnsctl gives its sends: when it gives up.
+func (c *cli) deadline() time.Time { return time.Now().Add(c.timeout) }
+
 // fail reports a transport error and returns the exit code for it.
 func (c *cli) fail(err error) int {
 	fmt.Fprintf(c.stderr, "apnsctl: %v\n", err)
@@ -263,9 +266,22 @@ func countSet(bs ...bool) int {
 func (c *cli) sendOne(req map[string]any, asJSON bool) int {
 	ctx, cancel := c.ctx()
 	defer cancel()
-	r, err := c.client.Do(ctx, req)
+	req["deadline"] = c.deadline().UnixMilli()
+	line, err := json.Marshal(req)
 	if err != nil {
+		fmt.Fprintf(c.stderr, "apnsctl send: %v\n", err)
+		return ExitUsage
+	}
+	in := make(chan []byte, 1)
+	in <- line
+	close(in)
+	var answer []byte
+	if _, err := c.exchange(ctx, in, func(l []byte) { answer = l }); err != nil {
 		return c.fail(err)
+	}
+	r := &ipc.Response{}
+	if err := json.Unmarshal(answer, r); err != nil {
+		return c.fail(fmt.Errorf("apnsd's answer %q: %w", answer, err))
 	}
 	code := exitFor(r)
 	if asJSON {
@@ -347,57 +363,37 @@ func exitFor(r *ipc.Response) int {
 }
 
 // bulk pipelines stdin's request lines to apnsd and copies its answers to
-// stdout, one per non-empty input line, in order.
+// stdout, one per non-empty input line, in order (see exchange: deadline,
+// retries, resending after a broken connection).
 func (c *cli) bulk() int {
 	ctx, cancel := c.ctx()
 	defer cancel()
-	cn, err := c.client.Connect(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer cn.Close()
-	sent := make(chan int, 1)
-	writeErr := make(chan error, 1)
+	deadline := c.deadline()
+	in := make(chan []byte)
+	readErr := make(chan error, 1)
 	go func() {
-		n := 0
+		defer close(in)
 		sc := bufio.NewScanner(c.stdin)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		var err error
 		for sc.Scan() {
 			line := bytes.TrimSpace(sc.Bytes())
 			if len(line) == 0 {
 				continue
 			}
-			if err = cn.WriteLine(line); err != nil {
-				break
+			select {
+			case in <- withDeadline(bytes.Clone(line), deadline):
+			case <-ctx.Done():
+				readErr <- nil
+				return
 			}
-			n++
 		}
-		if err == nil {
-			err = sc.Err()
-		}
-		cn.CloseWrite()
-		sent <- n
-		writeErr <- err
+		readErr <- sc.Err()
 	}()
 	worst := ExitOK
 	read := 0
 	out := bufio.NewWriter(c.stdout)
 	defer out.Flush()
-	total := -1
-	for total < 0 || read < total {
-		line, err := cn.ReadLine()
-		if err != nil {
-			if total < 0 {
-				total = <-sent
-			}
-			if read < total {
-				out.Flush()
-				fmt.Fprintf(c.stderr, "apnsctl: connection to apnsd ended after %d of %d answers: %v\n", read, total, err)
-				return ExitUnreachable
-			}
-			break
-		}
+	left, err := c.exchange(ctx, in, func(line []byte) {
 		read++
 		out.Write(line)
 		out.WriteByte('\n')
@@ -405,14 +401,13 @@ func (c *cli) bulk() int {
 		if json.Unmarshal(line, &r) == nil {
 			worst = max(worst, exitFor(&r))
 		}
-		if total < 0 {
-			select {
-			case total = <-sent:
-			default:
-			}
-		}
+	})
+	if err != nil {
+		out.Flush()
+		fmt.Fprintf(c.stderr, "apnsctl: %d answer(s) written, %d line(s) left unanswered: %v\n", read, left, err)
+		return ExitUnreachable
 	}
-	if err := <-writeErr; err != nil {
+	if err := <-readErr; err != nil {
 		fmt.Fprintf(c.stderr, "apnsctl: reading stdin: %v\n", err)
 		return max(worst, ExitUsage)
 	}
@@ -459,8 +454,12 @@ func printStatus(w io.Writer, r *ipc.Response) {
 		fmt.Fprintf(w, "LAST CONFIG RELOAD FAILED at %s (the previous config is in use): %s\n", s.LastReloadErrorAt.Format(time.RFC3339), s.LastReloadError)
 	}
 	q := s.Queue
-	fmt.Fprintf(w, "queue: %d waiting, %d in flight (capacity %d); sent %d, failed %d, refused %d, retries %d\n\n",
+	fmt.Fprintf(w, "queue: %d waiting, %d in flight (capacity %d); sent %d, failed %d, refused %d, retries %d\n",
 		q.Depth, q.InFlight, q.Capacity, q.Sent, q.Failed, q.Refused, q.Retries)
+	if sp := q.Spool; sp != nil {
+		fmt.Fprintf(w, "spool: %d wait:false notification(s) kept until APNs answers (%d of %d bytes) in %s\n", sp.Pending, sp.Bytes, sp.MaxBytes, sp.Dir)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "APP\tENV\tSTATE\tCONNS\tAUTH\tEXPIRES\tCHANNELS\tSENT\tFAILED\tPROBLEM")
 	var notes []string

@@ -1,13 +1,16 @@
 package ctl
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,6 +262,161 @@ func TestMulticastAndChannelCommands(t *testing.T) {
 	} {
 		if code, _, _ := run("", append([]string{"-socket", sock}, args...)...); code != ExitUsage {
 			t.Errorf("%v: code %d, want usage", args, code)
+		}
+	}
+}
+
+// fakeApnsd serves a Unix socket with a script: answer(conn, n, line)
+// returns the answer line for the n-th request line overall, or "" to
+// close the connection without answering.
+func fakeApnsd(t *testing.T, answer func(n int, line map[string]any) string) (sock string, lines func() []map[string]any) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "apnsctl-f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock = filepath.Join(dir, "f.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var mu sync.Mutex
+	var seen []map[string]any
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					b, err := br.ReadBytes('\n')
+					if err != nil {
+						return
+					}
+					var m map[string]any
+					json.Unmarshal(b, &m)
+					mu.Lock()
+					seen = append(seen, m)
+					n := len(seen)
+					mu.Unlock()
+					a := answer(n, m)
+					if a == "" {
+						return
+					}
+					c.Write([]byte(a + "\n"))
+				}
+			}()
+		}
+	}()
+	return sock, func() []map[string]any {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]map[string]any(nil), seen...)
+	}
+}
+
+// apnsctl send sets "deadline" from -timeout, resends after a connection
+// closed without an answer, sends shutting_down again at once on a fresh
+// connection and queue_full/unavailable again after a backoff, and reports
+// the final answer.
+func TestSendRetriesAndResends(t *testing.T) {
+	sock, seen := fakeApnsd(t, func(n int, m map[string]any) string {
+		switch n {
+		case 1:
+			return "" // EOF: written, never answered
+		case 2:
+			return `{"ok":false,"error":"shutting_down","message":"x","retryable":true}`
+		case 3:
+			return `{"ok":false,"error":"queue_full","message":"x","retryable":true}`
+		case 4:
+			return `{"ok":false,"error":"unavailable","message":"x","retryable":true}`
+		}
+		return `{"ok":true,"status":200,"apns_id":"00000000-0000-4000-8000-000000000001"}`
+	})
+	start := time.Now()
+	code, out, errOut := run("", "-socket", sock, "-timeout", "20s", "send", "-token", "a1b2", "-alert", "x")
+	if code != ExitOK || !strings.Contains(out, "delivered") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	got := seen()
+	if len(got) != 5 {
+		t.Fatalf("apnsd saw %d lines, want 5: %v", len(got), got)
+	}
+	dl, _ := got[0]["deadline"].(float64)
+	want := start.Add(20 * time.Second).UnixMilli()
+	if dl < float64(want-2000) || dl > float64(want+2000) {
+		t.Errorf("deadline %v, want about %d (start + -timeout)", got[0]["deadline"], want)
+	}
+	for i, m := range got {
+		if m["deadline"] != got[0]["deadline"] || m["token"] != "a1b2" {
+			t.Errorf("line %d: %v, want the same request and deadline each time", i, m)
+		}
+	}
+}
+
+// A non-retryable refusal is not sent again; a retryable one is not sent
+// again past -timeout.
+func TestSendDoesNotRetryFinalOrPastTimeout(t *testing.T) {
+	sock, seen := fakeApnsd(t, func(n int, m map[string]any) string {
+		if m["token"] == "bad1" {
+			return `{"ok":false,"error":"expired","message":"x","retryable":false}`
+		}
+		return `{"ok":false,"error":"queue_full","message":"x","retryable":true}`
+	})
+	if code, _, _ := run("", "-socket", sock, "send", "-token", "bad1", "-alert", "x"); code != ExitRefused || len(seen()) != 1 {
+		t.Errorf("expired: exit %d after %d lines, want 2 after 1", code, len(seen()))
+	}
+	start := time.Now()
+	code, _, _ := run("", "-socket", sock, "-timeout", "700ms", "send", "-token", "full", "-alert", "x")
+	if code == ExitOK || time.Since(start) > 10*time.Second || len(seen()) < 3 {
+		t.Errorf("queue_full until the timeout: exit %d after %s and %d lines", code, time.Since(start), len(seen()))
+	}
+}
+
+// Bulk mode: every line gets the deadline, answers come out in input order
+// even when some lines are sent again, and a connection that ends with
+// answers owed is reopened and the unanswered lines written again.
+func TestBulkResendsInOrder(t *testing.T) {
+	var once sync.Once
+	sock, seen := fakeApnsd(t, func(n int, m map[string]any) string {
+		tok, _ := m["token"].(string)
+		if tok == "0003" {
+			cut := false
+			once.Do(func() { cut = true })
+			if cut {
+				return "" // the connection ends; 0003 and what follows are resent
+			}
+		}
+		if tok == "0005" && n < 12 {
+			return fmt.Sprintf(`{"id":%q,"ok":false,"error":"queue_full","message":"x","retryable":true}`, tok)
+		}
+		return fmt.Sprintf(`{"id":%q,"ok":true,"status":200}`, tok)
+	})
+	var in strings.Builder
+	for i := range 8 {
+		fmt.Fprintf(&in, `{"token":"%04d","alert":"x"}`+"\n", i)
+	}
+	code, out, errOut := run(in.String(), "-socket", sock, "send")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 8 {
+		t.Fatalf("%d answers, want 8: %q", len(lines), out)
+	}
+	for i, l := range lines {
+		if !strings.Contains(l, fmt.Sprintf(`"id":"%04d"`, i)) || !strings.Contains(l, `"ok":true`) {
+			t.Errorf("answer %d: %s", i, l)
+		}
+	}
+	for _, m := range seen() {
+		if _, ok := m["deadline"]; !ok {
+			t.Errorf("line without a deadline: %v", m)
 		}
 	}
 }

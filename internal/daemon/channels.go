@@ -290,6 +290,9 @@ func (d *Daemon) submitBroadcast(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Res
 			d.refused.Add(1)
 		}
 	}()
+	if !s.Wait {
+		return nil, ipc.Errorf(ipc.CodeBadRequest, "a broadcast (channel_id) is not spooled: send it with \"wait\":true (channels that store messages keep the latest one for devices that were offline)")
+	}
 	switch s.PushType {
 	case "", apns.PushTypeLiveActivity:
 	default:

@@ -11,6 +11,7 @@ import (
 	"github.com/apnsd/apnsd/internal/config"
 	"github.com/apnsd/apnsd/internal/defaults"
 	"github.com/apnsd/apnsd/internal/ipc"
+	"github.com/apnsd/apnsd/internal/spool"
 )
 
 // Daemon is one running apnsd: the socket server, the apps with their APNs
@@ -34,6 +35,11 @@ type Daemon struct {
 	unregistered *unregisteredLog // nil when unregistered_file is off
 	// metrics is nil without [metrics] listen (metrics.go); set in New.
 	metrics *metrics
+	// spool keeps accepted wait:false notifications until their outcome is
+	// final (spooled.go); nil with state_dir = "". recovered is what Open
+	// found, replayed by Start (then nil).
+	spool     *spool.Spool
+	recovered *spool.Recovery
 
 	listener net.Listener
 	// inherited is set when the listener came from outside (systemd socket
@@ -62,6 +68,10 @@ type Daemon struct {
 	// notification still waiting is then answered shutting_down.
 	drainCtx    context.Context
 	drainCancel context.CancelFunc
+
+	// retiring holds the *appState a config reload replaced whose senders
+	// still have notifications to settle (see retire).
+	retiring sync.Map
 
 	reloadMu sync.Mutex // serialises reloads (every trigger) and the watcher's checks
 	stopOnce sync.Once
@@ -119,11 +129,21 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		}
 		return nil, err
 	}
+	sp, rec, err := openSpool(cfg, log.With("component", "spool"))
+	if err != nil {
+		for _, st := range apps {
+			st.close()
+		}
+		unregistered.close()
+		return nil, err
+	}
 	d := &Daemon{
 		root:         log,
 		log:          log.With("component", "daemon"),
 		started:      time.Now(),
 		unregistered: unregistered,
+		spool:        sp,
+		recovered:    rec,
 		listener:     o.Listener,
 		inherited:    o.Listener != nil,
 		watchOpts:    o.watch,
@@ -157,8 +177,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 // current is the state in use now.
 func (d *Daemon) current() *state { return d.state.Load() }
 
-// Start connects to APNs, opens the socket and starts serving. It returns
-// once the socket accepts connections.
+// Start connects to APNs, opens the socket, sends again what the spool kept
+// from the previous run, and starts serving. It returns once the socket
+// accepts connections.
 func (d *Daemon) Start() error {
 	st := d.current()
 	for _, app := range st.apps {
@@ -168,6 +189,9 @@ func (d *Daemon) Start() error {
 		l, err := ListenUnix(st.cfg.Socket.Path, st.cfg.Socket.Mode, st.cfg.Socket.Group)
 		if err != nil {
 			d.closeClients()
+			if d.spool != nil {
+				d.spool.Close()
+			}
 			return err
 		}
 		d.listener = l
@@ -178,6 +202,8 @@ func (d *Daemon) Start() error {
 			return err
 		}
 	}
+	d.replay(d.recovered)
+	d.recovered = nil
 	d.serveErr = make(chan error, 1)
 	go func() { d.serveErr <- d.srv.Serve(d.listener) }()
 	d.stopWatch = make(chan struct{})
@@ -218,7 +244,18 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		}
 		abandoned := d.drain(ctx)
 		if abandoned > 0 {
-			d.log.Warn("shutdown deadline passed; answered the rest shutting_down", "count", abandoned)
+			d.log.Warn("shutdown deadline passed; answered the rest shutting_down (wait:false ones stay in the spool for the next start)", "count", abandoned)
+		}
+		if d.spool != nil {
+			// Runs the durability callbacks still owed (their answers are
+			// flushed below); records not done stay for the next start.
+			left := d.spool.Stats().PendingRecords
+			if err := d.spool.Close(); err != nil {
+				d.log.Error("spool closed with an error", "err", err)
+			}
+			if left > 0 {
+				d.log.Info("notifications left in the spool for the next start", "count", left, "state_dir", d.current().cfg.StateDir)
+			}
 		}
 		// Answers are all decided now; give connections a moment to take them.
 		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -250,6 +287,10 @@ func (d *Daemon) drain(ctx context.Context) (abandoned int64) {
 	case <-ctx.Done():
 		abandoned = d.pending.Load()
 		d.drainCancel()
+		// Every attempt still queued or in flight ends at once (ErrClosed):
+		// wait:true ones are answered shutting_down, wait:false ones stay
+		// in the spool.
+		d.closeClients()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
@@ -259,10 +300,29 @@ func (d *Daemon) drain(ctx context.Context) (abandoned int64) {
 	}
 }
 
+// closeClients closes the connections of the current apps and of those a
+// reload is retiring. Client.Close is idempotent.
 func (d *Daemon) closeClients() {
 	for _, app := range d.current().apps {
 		app.close()
 	}
+	d.retiring.Range(func(k, _ any) bool {
+		k.(*appState).close()
+		return true
+	})
+}
+
+// retire closes st's connections once the notifications its senders
+// accepted are settled; until then closeClients can still reach it.
+func (d *Daemon) retire(st *appState) {
+	d.retiring.Store(st, struct{}{})
+	go func() {
+		for _, es := range st.envs {
+			es.active.Wait()
+		}
+		st.close()
+		d.retiring.Delete(st)
+	}()
 }
 
 // expiryWarnDays: certificates closer to expiry than this are warned about

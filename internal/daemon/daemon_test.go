@@ -27,7 +27,7 @@ import (
 // (sandbox and production) over real TLS and HTTP/2, each requiring its own
 // client certificate from its own CA.
 type harness struct {
-	t                   *testing.T
+	t                   testing.TB
 	dir                 string
 	sock                string
 	cfgPath             string
@@ -59,7 +59,7 @@ func tokenKeys(kid string, k *ecdsa.PrivateKey) map[string]*ecdsa.PublicKey {
 	return map[string]*ecdsa.PublicKey{kid: &k.PublicKey}
 }
 
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	t.Helper()
 	// Unix socket paths are limited to 108 bytes; t.TempDir can be longer.
 	dir, err := os.MkdirTemp("", "apnsd-t")
@@ -70,7 +70,7 @@ func shortTempDir(t *testing.T) string {
 	return dir
 }
 
-func newHarness(t *testing.T, o harnessOpts) *harness {
+func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: shortTempDir(t)}
 	h.sock = filepath.Join(h.dir, "apnsd.sock")
@@ -105,6 +105,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	if !strings.Contains(o.top, "request_timeout") {
 		o.top += "\nrequest_timeout = \"10s\""
+	}
+	if !strings.Contains(o.top, "state_dir") {
+		o.top += fmt.Sprintf("\nstate_dir = %q", filepath.Join(h.dir, "state"))
 	}
 	cfg := fmt.Sprintf(`shutdown_timeout = "5s"
 %s
@@ -142,7 +145,7 @@ default_env = "sandbox"
 
 // startDaemon makes and starts a daemon for cfg, and shuts it down when the
 // test ends.
-func startDaemon(t *testing.T, cfg *config.Config, o Options) *Daemon {
+func startDaemon(t testing.TB, cfg *config.Config, o Options) *Daemon {
 	t.Helper()
 	d, err := New(cfg, o)
 	must(t, err)
@@ -155,7 +158,7 @@ func startDaemon(t *testing.T, cfg *config.Config, o Options) *Daemon {
 	return d
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +167,7 @@ func must(t *testing.T, err error) {
 
 // conn is a raw client connection speaking lines.
 type conn struct {
-	t  *testing.T
+	t  testing.TB
 	cn *ipc.Conn
 }
 

@@ -976,6 +976,7 @@ func TestShutdownSIGTERMUnderLoad(t *testing.T) {
 	sock := filepath.Join(h.dir, "p.sock")
 	cfg := fmt.Sprintf(`request_timeout = "30s"
 shutdown_timeout = %q
+state_dir = %q
 [socket]
 path = %q
 [[apps]]
@@ -992,7 +993,7 @@ default_env = "sandbox"
   endpoint = %q
   ca_file = "ca.pem"
   connections = 2
-`, shutdownTimeout, sock, h.sandbox.URL, h.production.URL)
+`, shutdownTimeout, filepath.Join(h.dir, "proc-state"), sock, h.sandbox.URL, h.production.URL)
 	cfgPath := filepath.Join(h.dir, "proc.toml")
 	must(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
 	const slowKind = "5100"

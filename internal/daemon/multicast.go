@@ -16,7 +16,7 @@ import (
 // environment, shutdown, and a queue too full for the whole batch.
 //
 // With "wait":false the answer is {"ok":true,"queued":N} once every good
-// token is accepted.
+// token is in the spool (durable), as a single send's acknowledgement.
 func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
 	defer func() { d.metrics.refusedSend(e) }() // a batch refused whole counts once
 	good := 0
@@ -43,7 +43,6 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Respon
 	}
 	results := make([]ipc.TokenResult, len(s.Tokens))
 	chans := make([]<-chan *ipc.Response, len(s.Tokens))
-	queued := 0
 	for i, t := range s.Tokens {
 		if s.TokenErrs != nil && s.TokenErrs[i] != nil {
 			results[i] = ipc.TokenResultFrom(t, ipc.ErrorResponse(s.TokenErrs[i]))
@@ -56,29 +55,29 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Respon
 			results[i] = ipc.TokenResultFrom(t, ipc.ErrorResponse(e))
 			continue
 		}
-		if !s.Wait {
-			// Today a wait:false single send is acknowledged by the ipc
-			// layer as soon as Submit accepts it, so the token is queued
-			// now. When Submit's channel carries the durable
-			// acknowledgement instead (issue 9's spool), collect these
-			// channels as for wait:true and count the entries with
-			// Queued set.
-			results[i] = ipc.TokenResult{Token: t, OK: true, Queued: true}
-			queued++
-			continue
-		}
 		chans[i] = ch
 	}
 	out := make(chan *ipc.Response, 1)
-	if !s.Wait {
-		out <- queuedAnswer(results, queued)
-		return out, nil
-	}
 	go func() {
+		// wait:true: each channel delivers APNs' answer. wait:false: each
+		// delivers the acknowledgement once the notification is in the
+		// spool ({"ok":true,"queued":true}), or a refusal.
+		queued := 0
 		for i, ch := range chans {
-			if ch != nil {
-				results[i] = ipc.TokenResultFrom(s.Tokens[i], <-ch)
+			if ch == nil {
+				continue
 			}
+			r := <-ch
+			if !s.Wait && r.OK && r.Queued != nil {
+				results[i] = ipc.TokenResult{Token: s.Tokens[i], OK: true, Queued: true}
+				queued++
+				continue
+			}
+			results[i] = ipc.TokenResultFrom(s.Tokens[i], r)
+		}
+		if !s.Wait {
+			out <- queuedAnswer(results, queued)
+			return
 		}
 		out <- multicastAnswer(results)
 	}()
@@ -95,6 +94,9 @@ func (d *Daemon) precheck(p *ipc.Peer, s *ipc.Send, n *apns.Notification, count 
 	st := d.current()
 	if d.shutting {
 		return ipc.Errorf(ipc.CodeShuttingDown, "apnsd is shutting down; send again once it is back")
+	}
+	if !s.Wait && d.spool == nil {
+		return ipc.Errorf(ipc.CodeBadRequest, "\"wait\":false needs the spool, and this apnsd has none (state_dir = \"\" in its config): send with \"wait\":true, or set state_dir")
 	}
 	app, e := pickApp(st.apps, s.App)
 	if e == nil {

@@ -354,6 +354,7 @@ func runBinary(t *testing.T, h *harness, socket string, prefix ...string) (sock 
 	bin := buildApnsd(t)
 	sock = filepath.Join(h.dir, "b.sock")
 	cfg := fmt.Sprintf(`request_timeout = "30s"
+state_dir = %q
 [socket]
 path = %q
 mode = "0666"
@@ -367,7 +368,7 @@ default_env = "sandbox"
   key_file = "sb.key"
   endpoint = %q
   ca_file = "ca.pem"
-`, sock, socket, h.sandbox.URL)
+`, filepath.Join(h.dir, "bin-state"), sock, socket, h.sandbox.URL)
 	cfgPath := filepath.Join(h.dir, "bin.toml")
 	must(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
 	logs = &syncBuffer{}

@@ -86,6 +86,8 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 		{"log_format", old.LogFormat, cfg.LogFormat},
 		{"unregistered_file", old.UnregisteredFile, cfg.UnregisteredFile},
 		{"metrics.listen", old.Metrics.Listen, cfg.Metrics.Listen},
+		{"state_dir", old.StateDir, cfg.StateDir},
+		{"spool_max_bytes", old.SpoolMaxBytes, cfg.SpoolMaxBytes},
 	} {
 		if c.old != c.new {
 			changes = append(changes, c.name+" changed; it takes effect at the next restart")
@@ -93,6 +95,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 	}
 	cfg.ShutdownTimeout, cfg.LogLevel, cfg.LogFormat, cfg.UnregisteredFile = old.ShutdownTimeout, old.LogLevel, old.LogFormat, old.UnregisteredFile
 	cfg.Metrics = old.Metrics
+	cfg.StateDir, cfg.SpoolMaxBytes = old.StateDir, old.SpoolMaxBytes
 	prevApps := cur.apps
 	next := map[string]*appState{}
 	var built []*appState
@@ -102,7 +105,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 			next[ac.Name] = prev
 			continue
 		}
-		st, err := buildApp(ac, d.root, now, d.tokenClock)
+		st, err := buildApp(ac, prevApps[ac.Name], d.root, now, d.tokenClock)
 		if err != nil {
 			for _, b := range built {
 				b.close()
@@ -132,7 +135,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 	d.mu.Unlock()
 	for name, st := range prevApps {
 		if next[name] != st {
-			st.retire()
+			d.retire(st)
 		}
 	}
 	for _, c := range changes {

@@ -492,7 +492,7 @@ func startTokenDaemon(t *testing.T, dir string, srv *apnstest.Server, o Options)
 	t.Helper()
 	must(t, os.WriteFile(filepath.Join(dir, "ca.pem"), srv.CACertPEM(), 0o644))
 	cfgPath := filepath.Join(dir, "apnsd.toml")
-	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir = %q
 [socket]
 path = %q
 [[apps]]
@@ -505,7 +505,7 @@ topic = "com.example.tok"
   [apps.production]
   endpoint = %q
   ca_file = "ca.pem"
-`, filepath.Join(dir, "s.sock"), srv.URL)), 0o644))
+`, filepath.Join(dir, "state"), filepath.Join(dir, "s.sock"), srv.URL)), 0o644))
 	cfg, err := config.Load(cfgPath)
 	must(t, err)
 	return startDaemon(t, cfg, o), cfg.Socket.Path
@@ -648,5 +648,51 @@ func TestOneReloadStepForEveryTrigger(t *testing.T) {
 	}
 	if m := h.dial().do(`{"token":"aa","alert":"x"}`); m["ok"] != true {
 		t.Errorf("send after the reloads: %v", m)
+	}
+}
+
+// A config reload that changes an app but not its token key (here: the
+// number of connections) rebuilds the app's senders but keeps its token
+// source: the stand-in sees the same bearer token before and after, and no
+// new JWT is minted (a new one within 20 minutes risks 429
+// TooManyProviderTokenUpdates).
+func TestConfigReloadKeepsTokenOfUnchangedKey(t *testing.T) {
+	dir := shortTempDir(t)
+	key, p8, err := pki.NewP8Key()
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "k.p8"), p8, 0o600))
+	srv, err := apnstest.New(apnstest.Options{TokenKeys: tokenKeys("ABCDE12345", key)})
+	must(t, err)
+	t.Cleanup(srv.Close)
+	d, sock := startTokenDaemon(t, dir, srv, Options{})
+	cn, err := (&ipc.Client{Socket: sock}).Connect(context.Background())
+	must(t, err)
+	defer cn.Close()
+	send := func() string {
+		t.Helper()
+		before := srv.Count()
+		r, err := cn.Do(context.Background(), map[string]any{"token": "aa", "alert": "x"})
+		must(t, err)
+		if !r.OK {
+			t.Fatalf("send: %+v", r)
+		}
+		return srv.Requests()[before].Header.Get("authorization")
+	}
+	first := send()
+	oldApp := d.current().apps["tok"]
+	cfgPath := filepath.Join(dir, "apnsd.toml")
+	data, err := os.ReadFile(cfgPath)
+	must(t, err)
+	must(t, os.WriteFile(cfgPath, []byte(strings.Replace(string(data), `ca_file = "ca.pem"`, "ca_file = \"ca.pem\"\n  connections = 2", 1)), 0o644))
+	rep, err := d.Reload(context.Background(), nil)
+	must(t, err)
+	if newApp := d.current().apps["tok"]; newApp == oldApp || !strings.Contains(strings.Join(rep.Reloaded, "\n"), `app "tok" changed`) {
+		t.Fatalf("the config change did not rebuild the app: %v", rep.Reloaded)
+	}
+	if second := send(); second != first {
+		t.Errorf("a new JWT after a config reload that kept the key:\n  before %.40s…\n  after  %.40s…", first, second)
+	}
+	if m := d.current().apps["tok"].token.Info().Mints; m != 1 {
+		t.Errorf("token minted %d times, want 1", m)
 	}
 }

@@ -7,16 +7,22 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apnsd/apnsd/internal/apns"
 	"github.com/apnsd/apnsd/internal/ipc"
+	"github.com/apnsd/apnsd/internal/spool"
 )
 
 // Submit implements ipc.Backend: it turns the send into a notification
 // (NewNotification), picks the app and environment from the current state
-// and hands the notification to a goroutine that answers it exactly once.
-// It does not block. peer must be allowed to send as the app (checkSend).
+// and hands the notification to deliver, which answers it exactly once. It
+// does not block. A send read after its caller's deadline is refused
+// expired. For "wait":false the notification is appended to the spool and
+// the channel delivers {"ok":true,"queued":true} only once it is durable;
+// the send to APNs starts at once, in parallel with the write. peer must be
+// allowed to send as the app (checkSend).
 func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
 	if s.Tokens != nil {
 		return d.submitMulticast(peer, s) // multicast.go: one Submit per token
@@ -28,6 +34,15 @@ func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e 
 	n, e := NewNotification(s)
 	if e != nil {
 		return nil, e
+	}
+	now := time.Now()
+	if !s.Deadline.IsZero() && !now.Before(s.Deadline) {
+		d.refused.Add(1)
+		return nil, ipc.Errorf(ipc.CodeExpired, "read %s after its deadline (%s); not sent", now.Sub(s.Deadline).Round(time.Millisecond), s.Deadline.UTC().Format(time.RFC3339Nano))
+	}
+	if !s.Wait && d.spool == nil {
+		d.refused.Add(1)
+		return nil, ipc.Errorf(ipc.CodeBadRequest, "\"wait\":false needs the spool, and this apnsd has none (state_dir = \"\" in its config): send with \"wait\":true, or set state_dir")
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -53,24 +68,95 @@ func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e 
 		d.refused.Add(1)
 		return nil, ipc.Errorf(ipc.CodeBadRequest, "app %q has no %s environment configured", app.cfg.Name, envName)
 	}
+	if n.Topic == "" {
+		n.Topic = apns.Topic(app.cfg.Topic, n.PushType)
+	}
+	if n.ApnsID == "" {
+		// Fixed here so that a retry (and a replay) carries the same apns-id.
+		n.ApnsID = apns.NewUUID()
+	}
 	if queueCap := int64(st.cfg.QueueSize); d.pending.Add(1) > queueCap {
 		d.pending.Add(-1)
 		d.refused.Add(1)
 		return nil, ipc.Errorf(ipc.CodeQueueFull, "queue is full (%d notifications waiting); retry later", queueCap)
 	}
+	j := &job{es: es, n: n, wait: s.Wait, deadline: s.Deadline, timeout: time.Duration(st.cfg.RequestTimeout),
+		ch: make(chan *ipc.Response, 1)}
+	if !s.Wait {
+		if e := d.spoolAppend(j, app.cfg.Name, envName); e != nil {
+			d.pending.Add(-1)
+			d.refused.Add(1)
+			return nil, e
+		}
+	}
 	d.wg.Add(1)
 	es.active.Add(1)
+	go d.deliver(j)
+	return j.ch, nil
+}
 
-	if n.Topic == "" {
-		n.Topic = apns.Topic(app.cfg.Topic, n.PushType)
+// job is one accepted notification, from Submit (or the replay at start)
+// to its final outcome.
+type job struct {
+	es *envSender
+	n  apns.Notification
+	// wait is the client's "wait": true answers APNs' outcome on ch;
+	// false answered the acknowledgement on ch (nil for a replayed job) and
+	// keeps the notification in the spool until its outcome is final.
+	wait bool
+	ch   chan *ipc.Response // buffered (1): never blocks
+	// spoolID is the record's id in the spool (wait:false only).
+	spoolID uint64
+	// deadline is the caller's ("deadline"), zero for none.
+	deadline time.Time
+	// timeout is the request_timeout in force when the job was accepted:
+	// it bounds one round of attempts.
+	timeout time.Duration
+
+	// The state of the attempts, touched by one goroutine at a time (the
+	// one running try, onResult, roundDone or a timer of later: each hands
+	// over to the next through the client or a timer).
+	req          *apns.Request // built once: every attempt sends the same
+	roundDL      time.Time     // deadline of the current round
+	attempt      int           // attempts in the current round
+	backoff      time.Duration // before the next retry in the round
+	tokenRetried bool          // the round already retried a 403 ExpiredProviderToken
+	roundBackoff time.Duration // before the next round (wait:false)
+	// since is when deliver began (acceptance), tryAt when the current
+	// attempt was queued; both only with metrics on (metrics.go).
+	since, tryAt time.Time
+}
+
+// spoolAppend appends j to the spool; the durability callback answers the
+// acknowledgement on j.ch. A refusal is returned and nothing is sent.
+func (d *Daemon) spoolAppend(j *job, app, env string) *ipc.Error {
+	data, err := encodeRecord(app, env, &j.n, j.deadline)
+	if err != nil {
+		return ipc.Errorf(ipc.CodeInternal, "encoding the notification for the spool: %v", err)
 	}
-	if n.ApnsID == "" {
-		// Fixed here so that a retry carries the same apns-id.
-		n.ApnsID = apns.NewUUID()
+	ch := j.ch
+	id, err := d.spool.Append(data, func(_ uint64, err error) {
+		// On the spool's commit goroutine: must not block (ch is buffered
+		// and this is its only send).
+		if err != nil {
+			d.log.Error("spool write failed: wait:false notifications are refused until apnsd restarts", "err", err)
+			ch <- ipc.ErrorResponse(ipc.Errorf(ipc.CodeInternal, "the notification could not be stored durably (%v); it may still be delivered", err))
+			return
+		}
+		ch <- &ipc.Response{OK: true, Queued: true}
+	})
+	switch {
+	case err == nil:
+		j.spoolID = id
+		return nil
+	case errors.Is(err, spool.ErrFull):
+		st := d.spool.Stats()
+		return ipc.Errorf(ipc.CodeQueueFull, "the spool is full (%d notifications, %d bytes waiting for APNs; spool_max_bytes); retry later", st.PendingRecords, st.PendingBytes)
+	case errors.Is(err, spool.ErrClosed):
+		return ipc.Errorf(ipc.CodeShuttingDown, "apnsd is shutting down; send again once it is back")
+	default:
+		return ipc.Errorf(ipc.CodeInternal, "spool: %v", err)
 	}
-	ch := make(chan *ipc.Response, 1)
-	go d.deliver(es, &n, time.Duration(st.cfg.RequestTimeout), ch)
-	return ch, nil
 }
 
 func pickApp(apps map[string]*appState, name string) (*appState, *ipc.Error) {
@@ -89,78 +175,199 @@ func pickApp(apps map[string]*appState, name string) (*appState, *ipc.Error) {
 	return app, nil
 }
 
-// deliver sends n and puts exactly one answer on ch, within timeout
-// (the request_timeout in force when n was accepted). It retries what
-// Apple's guidance allows (see sendWithRetry) within the request timeout.
-func (d *Daemon) deliver(es *envSender, n *apns.Notification, timeout time.Duration, ch chan<- *ipc.Response) {
-	defer d.wg.Done()
-	defer es.active.Done()
-	defer d.pending.Add(-1)
-	since := time.Now()
-	ctx, cancel := context.WithTimeout(d.drainCtx, timeout)
-	defer cancel()
-	res, err := d.sendWithRetry(ctx, es, n)
-	r := d.answer(es, n, res, err, timeout)
-	d.metrics.answered(es, r, since)
-	ch <- r
+// deliver starts j's first round of attempts. Nothing waits per
+// notification: each attempt is queued on the environment's client
+// (Client.Enqueue) and continues from its callback (onResult), and a retry
+// or a new round is a timer (later). j is settled exactly once (finish):
+//
+//   - a wait:true job gets one round: attempts with backoff (see the retry
+//     policy below) within its timeout and caller deadline, and its outcome
+//     is answered on j.ch;
+//   - a wait:false job (already acknowledged) gets rounds until its outcome
+//     is final (job.settled): delivered, refused for good by APNs, or past
+//     its caller deadline or apns-expiration; then its spool record is done.
+//     A round that ends without a final outcome (no connection, timeout, a
+//     retryable status after every retry) is followed by another after a
+//     backoff.
+//
+// At the shutdown deadline (drainCtx) the clients are closed, so every
+// attempt ends at once: wait:true jobs are answered shutting_down,
+// wait:false ones stop and stay in the spool for the next start.
+func (d *Daemon) deliver(j *job) {
+	if d.metrics != nil {
+		j.since = time.Now()
+	}
+	j.roundBackoff = roundBackoff
+	d.startRound(j)
+}
+
+// startRound begins a round of attempts with a fresh deadline.
+func (d *Daemon) startRound(j *job) {
+	j.roundDL = time.Now().Add(j.timeout)
+	if !j.deadline.IsZero() && j.deadline.Before(j.roundDL) {
+		j.roundDL = j.deadline
+	}
+	j.attempt, j.backoff, j.tokenRetried = 0, retryBackoff, false
+	d.try(j)
+}
+
+// try queues one attempt of j on its client.
+func (d *Daemon) try(j *job) {
+	if d.drainCtx.Err() != nil {
+		d.roundDone(j, nil, apns.ErrClosed)
+		return
+	}
+	j.attempt++
+	if d.metrics != nil {
+		j.tryAt = time.Now()
+	}
+	if j.req == nil {
+		j.req = j.n.Request()
+	}
+	if err := j.es.client.Enqueue(j.req, j.roundDL, func(res *apns.Response, err error) { d.onResult(j, res, err) }); err != nil {
+		d.roundDone(j, nil, err)
+	}
 }
 
 // Retry policy. Transient failures are sent again with exponential backoff
-// and jitter, within the request's deadline and keeping the same apns-id:
-// a connection that failed before APNs answered, 500, 503, and 429
-// TooManyRequests. Everything else APNs says is final. When the deadline
-// leaves no room for another try, the last answer from APNs is returned.
+// and jitter, within the round's deadline and keeping the same apns-id: a
+// connection that failed before APNs answered, 500, 503, and 429
+// TooManyRequests. Everything else APNs says is final, and so are no
+// connection within the client's UnavailableWait (unavailable), the
+// deadline, and a closed client. When the deadline leaves no room for
+// another try, the last answer from APNs is the round's outcome.
 const (
 	maxAttempts  = 5
 	retryBackoff = 100 * time.Millisecond
 	retryMax     = 5 * time.Second
 )
 
-func (d *Daemon) sendWithRetry(ctx context.Context, es *envSender, n *apns.Notification) (*apns.Response, error) {
-	backoff := retryBackoff
-	tokenRetried := false
-	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		res, err := es.client.Send(ctx, n)
-		d.metrics.apnsAnswered(es, res, start)
-		var ce *apns.ConnError
-		switch {
-		case err == nil && res.StatusCode == 403 && res.Reason == apns.ReasonExpiredProviderToken && es.token != nil && !tokenRetried:
-			// Refresh the token (only if Apple's 20-minute rule allows)
-			// and try once more at once.
-			tokenRetried = true
-			if !es.token.Expired(res.Authorization) {
-				// Logged once per token, not per notification.
-				if es.app.clockWarned.Swap(res.Authorization) != res.Authorization {
-					d.log.Error("APNs says the provider token expired, but it is younger than 20 minutes, so Apple forbids a new one yet: is this host's clock right?", "app", es.app.cfg.Name, "env", es.cfg.Name)
-				}
-				return res, nil
+// onResult is an attempt's outcome, on one of the client's goroutines: it
+// must not block, so a retry is queued at once or by a timer.
+func (d *Daemon) onResult(j *job, res *apns.Response, err error) {
+	es := j.es
+	d.metrics.apnsAnswered(es, res, j.tryAt)
+	var ce *apns.ConnError
+	switch {
+	case err == nil && res.StatusCode == 403 && res.Reason == apns.ReasonExpiredProviderToken && es.token != nil && !j.tokenRetried:
+		// Refresh the token (only if Apple's 20-minute rule allows)
+		// and try once more at once.
+		j.tokenRetried = true
+		if !es.token.Expired(res.Authorization) {
+			// Logged once per token, not per notification.
+			if es.app.clockWarned.Swap(res.Authorization) != res.Authorization {
+				d.log.Error("APNs says the provider token expired, but it is younger than 20 minutes, so Apple forbids a new one yet: is this host's clock right?", "app", es.app.cfg.Name, "env", es.cfg.Name)
 			}
-			d.retries.Add(1)
-			d.metrics.retried(es)
-			continue
-		case err == nil && !apns.Retryable(res.StatusCode, res.Reason):
-			return res, nil
-		case err != nil && !errors.As(err, &ce):
-			return nil, err // no connection, deadline, or closed: nothing to retry
-		}
-		if attempt >= maxAttempts {
-			return res, err
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+50*time.Millisecond {
-			return res, err
+			d.roundDone(j, res, nil)
+			return
 		}
 		d.retries.Add(1)
 		d.metrics.retried(es)
-		d.log.Debug("retrying notification", "app", es.app.cfg.Name, "env", es.cfg.Name, "attempt", attempt+1, "apns_id", n.ApnsID, "after", describe(res, err))
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return res, err
-		}
-		backoff = min(backoff*2, retryMax)
+		d.try(j)
+		return
+	case err == nil && !apns.Retryable(res.StatusCode, res.Reason):
+		d.roundDone(j, res, nil)
+		return
+	case err != nil && !errors.As(err, &ce):
+		d.roundDone(j, nil, err) // no connection, deadline, or closed: nothing to retry
+		return
 	}
+	if j.attempt >= maxAttempts || d.drainCtx.Err() != nil {
+		d.roundDone(j, res, err)
+		return
+	}
+	wait := j.backoff/2 + rand.N(j.backoff/2+1)
+	if time.Until(j.roundDL) < wait+50*time.Millisecond {
+		d.roundDone(j, res, err)
+		return
+	}
+	d.retries.Add(1)
+	d.metrics.retried(es)
+	d.log.Debug("retrying notification", "app", es.app.cfg.Name, "env", es.cfg.Name, "attempt", j.attempt+1, "apns_id", j.n.ApnsID, "after", describe(res, err))
+	j.backoff = min(j.backoff*2, retryMax)
+	d.later(wait, func() { d.try(j) })
+}
+
+// roundDone takes a round's outcome: answered for wait:true, settled or
+// tried again later for wait:false.
+func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
+	es := j.es
+	if j.wait {
+		r := d.answer(es, &j.n, res, err, j)
+		d.metrics.answered(es, r, j.since)
+		j.ch <- r
+		d.finish(j)
+		return
+	}
+	apnsFinal := err == nil && !apns.Retryable(res.StatusCode, res.Reason)
+	if d.drainCtx.Err() != nil && !apnsFinal {
+		d.finish(j) // cut by the shutdown deadline: stays in the spool
+		return
+	}
+	if final, why := j.settled(res, err, time.Now()); final {
+		d.metrics.answered(es, d.answer(es, &j.n, res, err, j), j.since) // counters, unregistered_file, logs
+		if why != "" {
+			d.log.Warn("wait:false notification given up: "+why, "app", es.app.cfg.Name, "env", es.cfg.Name,
+				"token", TruncateToken(j.n.DeviceToken), "apns_id", j.n.ApnsID)
+		}
+		d.spool.Done(j.spoolID)
+		d.finish(j)
+		return
+	}
+	d.retries.Add(1)
+	wait := j.roundBackoff/2 + rand.N(j.roundBackoff/2+1)
+	d.log.Debug("wait:false notification not delivered yet; trying again", "app", es.app.cfg.Name, "env", es.cfg.Name,
+		"apns_id", j.n.ApnsID, "after", describe(res, err), "in", wait)
+	j.roundBackoff = min(j.roundBackoff*2, roundBackoffMax)
+	d.later(wait, func() {
+		if d.drainCtx.Err() != nil {
+			d.finish(j) // stays in the spool
+			return
+		}
+		d.startRound(j)
+	})
+}
+
+// finish releases what Submit (or replay) took for j.
+func (d *Daemon) finish(j *job) {
+	d.pending.Add(-1)
+	j.es.active.Done()
+	d.wg.Done()
+}
+
+// later runs f once after wait, or at once when the shutdown deadline
+// passes first (so that a job waiting to retry ends with the drain).
+func (d *Daemon) later(wait time.Duration, f func()) {
+	var once sync.Once
+	stop := context.AfterFunc(d.drainCtx, func() { once.Do(f) })
+	time.AfterFunc(wait, func() {
+		stop()
+		once.Do(f)
+	})
+}
+
+// Backoff between rounds of attempts for a wait:false notification whose
+// round ended without a final outcome.
+const (
+	roundBackoff    = time.Second
+	roundBackoffMax = 30 * time.Second
+)
+
+// settled reports whether a wait:false job's outcome is final (then the
+// spool record is done): an answer from APNs other than a retryable one, or
+// the caller's deadline or the notification's apns-expiration has passed
+// (why says which).
+func (j *job) settled(res *apns.Response, err error, now time.Time) (final bool, why string) {
+	if err == nil && !apns.Retryable(res.StatusCode, res.Reason) {
+		return true, ""
+	}
+	if !j.deadline.IsZero() && !now.Before(j.deadline) {
+		return true, "its deadline passed before APNs accepted it (" + describe(res, err) + ")"
+	}
+	if j.n.HasExpiration && j.n.Expiration > 0 && now.Unix() >= j.n.Expiration {
+		return true, "its apns-expiration passed before APNs accepted it (" + describe(res, err) + ")"
+	}
+	return false, ""
 }
 
 func describe(res *apns.Response, err error) string {
@@ -170,7 +377,7 @@ func describe(res *apns.Response, err error) string {
 	return fmt.Sprintf("%d %s", res.StatusCode, res.Reason)
 }
 
-func (d *Daemon) answer(es *envSender, n *apns.Notification, res *apns.Response, err error, timeout time.Duration) *ipc.Response {
+func (d *Daemon) answer(es *envSender, n *apns.Notification, res *apns.Response, err error, j *job) *ipc.Response {
 	log := func() *slog.Logger { // only built on the paths that log
 		return d.log.With("app", es.app.cfg.Name, "env", es.cfg.Name, "token", TruncateToken(n.DeviceToken))
 	}
@@ -202,10 +409,14 @@ func (d *Daemon) answer(es *envSender, n *apns.Notification, res *apns.Response,
 	switch {
 	case d.drainCtx.Err() != nil:
 		e = ipc.Errorf(ipc.CodeShuttingDown, "apnsd shut down before APNs answered; the notification may or may not have been delivered")
+	case errors.Is(err, apns.ErrQueueFull):
+		e = ipc.Errorf(ipc.CodeQueueFull, "the APNs client's queue is full; retry later")
 	case errors.Is(err, apns.ErrUnavailable):
 		e = ipc.Errorf(ipc.CodeUnavailable, "%v", err)
+	case errors.Is(err, context.DeadlineExceeded) && !j.deadline.IsZero() && !time.Now().Add(time.Millisecond).Before(j.deadline):
+		e = ipc.Errorf(ipc.CodeTimeout, "no answer from APNs by the request's deadline (if it was already sent, APNs may or may not have received it)")
 	case errors.Is(err, context.DeadlineExceeded):
-		e = ipc.Errorf(ipc.CodeTimeout, "no answer from APNs within %s (if it was already sent, APNs may or may not have received it)", timeout)
+		e = ipc.Errorf(ipc.CodeTimeout, "no answer from APNs within %s (if it was already sent, APNs may or may not have received it)", j.timeout)
 	case errors.As(err, &ce):
 		e = ipc.Errorf(ipc.CodeUnavailable, "%v (APNs may or may not have received it)", err)
 	case errors.Is(err, apns.ErrClosed):

@@ -89,7 +89,7 @@ func buildApps(cfg *config.Config, log *slog.Logger, now time.Time, clock func()
 	apps := map[string]*appState{}
 	var errs []error
 	for i := range cfg.Apps {
-		st, err := buildApp(&cfg.Apps[i], log, now, clock)
+		st, err := buildApp(&cfg.Apps[i], nil, log, now, clock)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -106,16 +106,27 @@ func buildApps(cfg *config.Config, log *slog.Logger, now time.Time, clock func()
 }
 
 // buildApp makes one app's senders; on error nothing is left open. clock
-// drives the token schedule (nil: time.Now).
-func buildApp(ac *config.AppConfig, log *slog.Logger, now time.Time, clock func() time.Time) (*appState, error) {
+// drives the token schedule (nil: time.Now). prev, when set, is the app of
+// the same name being replaced by a config reload: its token source is kept
+// (and given the key just loaded, which keeps the current JWT if the key is
+// the same), so that a config change that leaves the key alone mints no new
+// token (Apple answers 429 TooManyProviderTokenUpdates to more than one new
+// token per 20 minutes).
+func buildApp(ac *config.AppConfig, prev *appState, log *slog.Logger, now time.Time, clock func() time.Time) (*appState, error) {
 	st := &appState{cfg: ac, envs: map[string]*envSender{}}
 	var errs []error
 	if ac.Token != nil && appTokenUsed(ac) {
-		src, err := newTokenSource(ac.Token, log, ac.Name, now, clock)
+		key, err := apns.LoadTokenKey(ac.Token.KeyFile, ac.Token.KeyID, ac.Token.TeamID, now)
 		if err != nil {
 			return nil, fmt.Errorf("app %q token: %w", ac.Name, err)
 		}
-		st.token = src
+		warnReadable(log, ac.Name, ac.Token.KeyFile)
+		if prev != nil && prev.token != nil {
+			prev.token.SetKey(key)
+			st.token = prev.token
+		} else {
+			st.token = apns.NewTokenSource(key, apns.TokenOptions{Now: clock})
+		}
 	}
 	for _, ec := range []*config.EnvConfig{ac.Sandbox, ac.Production} {
 		if ec == nil {
@@ -168,18 +179,6 @@ func (st *appState) close() {
 	for _, es := range st.envs {
 		es.client.Close()
 		es.manage.Close()
-	}
-}
-
-// retire closes each sender's connections once the notifications it
-// accepted are answered.
-func (st *appState) retire() {
-	for _, es := range st.envs {
-		go func() {
-			es.active.Wait()
-			es.client.Close()
-			es.manage.Close()
-		}()
 	}
 }
 

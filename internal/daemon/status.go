@@ -84,5 +84,12 @@ func (d *Daemon) Status() *ipc.StatusReport {
 		Failed:   d.failed.Load(),
 		Refused:  d.refused.Load(),
 	}
+	if d.spool != nil {
+		ss := d.spool.Stats()
+		rep.Queue.Spool = &ipc.SpoolStatus{
+			Dir: st.cfg.StateDir, Pending: ss.PendingRecords, Bytes: ss.PendingBytes, MaxBytes: st.cfg.SpoolMaxBytes,
+			DiskBytes: ss.DiskBytes, Syncs: ss.Syncs, Appends: ss.Appends,
+		}
+	}
 	return rep
 }

@@ -101,6 +101,8 @@ func (d *Demo) setup(socket string) error {
 	conf := fmt.Sprintf(`# Written by apnsd -demo: throwaway credentials and local APNs stand-ins.
 request_timeout = "10s"
 shutdown_timeout = "5s"
+# Accepted "wait":false notifications, until APNs has answered them.
+state_dir = %q
 
 [socket]
 path = %q
@@ -123,7 +125,7 @@ default_env = "sandbox"
   endpoint = %q
   manage_endpoint = %q
   ca_file = "stand-in-ca.pem"
-`, socket, App, Topic, d.Sandbox.URL, d.SandboxManage.URL, d.Production.URL, d.ProductionManage.URL)
+`, filepath.Join(d.Dir, "state"), socket, App, Topic, d.Sandbox.URL, d.SandboxManage.URL, d.Production.URL, d.ProductionManage.URL)
 	return os.WriteFile(d.ConfigPath, []byte(conf), 0o644)
 }
 

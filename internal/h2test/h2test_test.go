@@ -3,6 +3,7 @@ package h2test
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -25,7 +26,8 @@ func TestServesAPNsShapedAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: s.Pool()}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.Pool()}, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true)
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	for _, tc := range []struct {
@@ -244,7 +246,7 @@ func TestIgnoresStreamsAboveGoAway(t *testing.T) {
 	if connCredit != 10 && connCredit != 15 {
 		t.Errorf("connection credit returned after GOAWAY %d, want the 10 bytes of stream 3 (+5 of stream 1)", connCredit)
 	}
-	if err := cn.Respond(3, Reply{}); err != ErrStreamDone {
+	if err := cn.Respond(3, Reply{}); !errors.Is(err, ErrStreamDone) {
 		t.Errorf("Respond on an ignored stream: %v, want ErrStreamDone", err)
 	}
 	if err := cn.Respond(1, Reply{}); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -329,5 +328,3 @@ func (s *Server) serve(nc net.Conn, id uint64) {
 
 // bufferedReader keeps the Framer's reads off the TLS record boundaries.
 func bufferedReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 64<<10) }
-
-var errConnClosed = errors.New("h2test: connection closed")

@@ -20,6 +20,7 @@ const (
 	CodeShuttingDown    = "shutting_down"
 	CodeReloadFailed    = "reload_failed"
 	CodeForbidden       = "forbidden"
+	CodeExpired         = "expired"
 	CodeInternal        = "internal"
 )
 
@@ -41,6 +42,7 @@ var retryable = map[string]bool{
 	CodeShuttingDown:    true,
 	CodeReloadFailed:    false,
 	CodeForbidden:       false,
+	CodeExpired:         false,
 	CodeInternal:        false,
 }
 

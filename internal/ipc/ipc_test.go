@@ -57,6 +57,21 @@ func TestDecodeAndSend(t *testing.T) {
 			}
 			return ""
 		}},
+		{`{"token":"aa","alert":"x","deadline":1764000000123}`, "", func(s *Send) string {
+			if !s.Deadline.Equal(time.UnixMilli(1764000000123)) {
+				return fmt.Sprintf("deadline %v", s.Deadline)
+			}
+			return ""
+		}},
+		{`{"token":"aa","alert":"x"}`, "", func(s *Send) string {
+			if !s.Deadline.IsZero() {
+				return fmt.Sprintf("deadline %v, want none", s.Deadline)
+			}
+			return ""
+		}},
+		{`{"token":"aa","alert":"x","deadline":1764000000}`, CodeBadRequest, nil}, // seconds by mistake
+		{`{"token":"aa","alert":"x","deadline":-1}`, CodeBadRequest, nil},
+		{`{"token":"aa","alert":"x","deadline":"soon"}`, CodeBadRequest, nil},
 		{`{"token":"aa","alert":"x","env":"staging"}`, CodeBadRequest, nil},
 		{`{"token":"aa"}`, CodeBadRequest, nil},
 		{`{"token":"aa","payload":{"aps":{"badge":1}},"badge":2}`, CodeBadRequest, nil},

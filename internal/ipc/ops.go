@@ -89,7 +89,9 @@ func async(h func(s *Server, p *Peer, req *Request) *Response) func(*Server, *Pe
 
 // opSend validates and submits right here, on the connection's reader
 // goroutine; its answer channel is the backend's own, so no goroutine waits
-// per notification.
+// per notification. For "wait":false the backend's channel delivers the
+// acknowledgement (queued:true once the notification is durable) instead of
+// APNs' answer.
 func (s *Server) opSend(p *Peer, req *Request) pending {
 	send, e := req.Send()
 	if e != nil {
@@ -98,9 +100,6 @@ func (s *Server) opSend(p *Peer, req *Request) pending {
 	ch, e := s.Backend.Submit(p, send)
 	if e != nil {
 		return answered(req.ID, ErrorResponse(e))
-	}
-	if !send.Wait && send.Tokens == nil {
-		return answered(req.ID, &Response{OK: true, Queued: true})
 	}
 	return pending{id: req.ID, ch: ch}
 }

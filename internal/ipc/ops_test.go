@@ -13,7 +13,7 @@ import (
 
 func TestEveryCodeHasRetryable(t *testing.T) {
 	all := []string{CodeBadJSON, CodeLineTooLong, CodeBadRequest, CodeUnknownOp, CodeInvalidToken, CodeUnknownApp,
-		CodePayloadTooLarge, CodeQueueFull, CodeTimeout, CodeUnavailable, CodeShuttingDown, CodeReloadFailed, CodeForbidden, CodeInternal}
+		CodePayloadTooLarge, CodeQueueFull, CodeTimeout, CodeUnavailable, CodeShuttingDown, CodeReloadFailed, CodeForbidden, CodeExpired, CodeInternal}
 	for _, c := range all {
 		if _, ok := retryable[c]; !ok {
 			t.Errorf("code %q has no entry in the retryable table", c)
@@ -27,7 +27,7 @@ func TestEveryCodeHasRetryable(t *testing.T) {
 			t.Errorf("%s: not retryable", c)
 		}
 	}
-	if Errorf(CodeBadRequest, "x").Retryable || Retryable("no_such_code") {
+	if Errorf(CodeBadRequest, "x").Retryable || Errorf(CodeExpired, "x").Retryable || Retryable("no_such_code") {
 		t.Error("bad_request or an unknown code is retryable")
 	}
 }

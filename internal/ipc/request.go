@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -34,6 +35,8 @@ type Request struct {
 	ChannelID string   `json:"channel_id,omitempty"`
 	// Storage is channel_create's message storage policy.
 	Storage string `json:"storage,omitempty"`
+	// Deadline is Unix time in milliseconds (PROTOCOL.md "deadline").
+	Deadline *int64 `json:"deadline,omitempty"`
 }
 
 // The environments a send may name ("env"); empty means the app's default.
@@ -69,6 +72,10 @@ type Send struct {
 	Expiration *int64
 	CollapseID string
 	ApnsID     string
+	// Deadline is the caller's deadline ("deadline"), zero for none: a send
+	// read after it is answered expired and never sent, one unanswered at it
+	// is answered timeout.
+	Deadline time.Time
 }
 
 // DecodeRequest parses one line. On failure it returns the *Error to answer
@@ -171,6 +178,14 @@ func (r *Request) Send() (*Send, *Error) {
 	if perr != nil {
 		return nil, perr
 	}
+	var deadline time.Time
+	if r.Deadline != nil {
+		ms := *r.Deadline
+		if ms < minDeadlineMs {
+			return nil, Errorf(CodeBadRequest, "deadline must be a Unix time in milliseconds (13 digits today), got %d: seconds by mistake?", ms)
+		}
+		deadline = time.UnixMilli(ms)
+	}
 	wait := true
 	if r.Wait != nil {
 		wait = *r.Wait
@@ -179,9 +194,14 @@ func (r *Request) Send() (*Send, *Error) {
 		App: r.App, Env: r.Env, Wait: wait,
 		Token: token, Tokens: tokens, TokenErrs: tokenErrs, ChannelID: r.ChannelID, Payload: payload,
 		Topic: r.Topic, PushType: r.PushType, Priority: r.Priority, Expiration: r.Expiration,
-		CollapseID: r.CollapseID, ApnsID: r.ApnsID,
+		CollapseID: r.CollapseID, ApnsID: r.ApnsID, Deadline: deadline,
 	}, nil
 }
+
+// minDeadlineMs is the smallest "deadline" accepted (2001-09-09 in
+// milliseconds): anything smaller is a deadline in seconds by mistake, which
+// would expire every request.
+const minDeadlineMs = 1_000_000_000_000
 
 // buildPayload merges alert/badge/sound into payload.aps and compacts it.
 func (r *Request) buildPayload() ([]byte, *Error) {

@@ -24,9 +24,10 @@ var errTooManyFiles = syscall.EMFILE
 // concurrently.
 type Backend interface {
 	// Submit accepts a send from peer. If it returns a nil *Error, the
-	// channel delivers exactly one response later (APNs' answer or a
-	// refusal); the backend guarantees that, even across reloads and
-	// shutdown. It is called on the connection's reader goroutine and must
+	// channel delivers exactly one response later: APNs' answer or a
+	// refusal, or for "wait":false the acknowledgement ({"ok":true,
+	// "queued":true} once durable, or a refusal); the backend guarantees
+	// that, even across reloads and shutdown. It is called on the connection's reader goroutine and must
 	// not block.
 	Submit(peer *Peer, s *Send) (<-chan *Response, *Error)
 	// Status reports the daemon's state.

@@ -28,6 +28,20 @@ type QueueStatus struct {
 	Failed   uint64 `json:"failed"` // APNs refused, or could not be delivered
 	Refused  uint64 `json:"refused"`
 	Retries  uint64 `json:"retries"` // extra attempts made under the retry policy
+	// Spool is the spool of wait:false notifications; nil without one.
+	Spool *SpoolStatus `json:"spool,omitempty"`
+}
+
+// SpoolStatus describes the spool (state_dir): notifications answered
+// queued:true and not yet settled with APNs.
+type SpoolStatus struct {
+	Dir       string `json:"dir"`
+	Pending   int    `json:"pending"`    // notifications kept
+	Bytes     int64  `json:"bytes"`      // their bytes (bounded by max_bytes)
+	MaxBytes  int64  `json:"max_bytes"`  // spool_max_bytes
+	DiskBytes int64  `json:"disk_bytes"` // segment files on disk
+	Syncs     uint64 `json:"fsyncs"`     // fdatasync calls since start
+	Appends   uint64 `json:"appends"`    // notifications spooled since start
 }
 
 // AppStatus describes one configured app.
