@@ -58,7 +58,7 @@ func metricValue(body, series string) string {
 // certificate expiry; the exposition passes promtool check metrics.
 func TestMetricsEndpoint(t *testing.T) {
 	addr := freeAddr(t)
-	h := newHarness(t, harnessOpts{top: fmt.Sprintf("request_timeout = \"10s\"\nqueue_size = 1000\n[metrics]\nlisten = %q", addr)})
+	h := newHarness(t, harnessOpts{top: "queue_size = 1000", socket: fmt.Sprintf("[metrics]\nlisten = %q", addr)})
 	h.sandbox.SetResponder(apnstest.DemoResponder)
 	c := h.dial()
 	for _, line := range []string{
@@ -126,7 +126,7 @@ func TestMetricsEndpoint(t *testing.T) {
 func TestMetricsUnixSocket(t *testing.T) {
 	dir := shortTempDir(t)
 	sock := filepath.Join(dir, "metrics.sock")
-	h := newHarness(t, harnessOpts{top: fmt.Sprintf("request_timeout = \"10s\"\n[metrics]\nlisten = \"unix:%s\"", sock)})
+	h := newHarness(t, harnessOpts{socket: fmt.Sprintf("[metrics]\nlisten = \"unix:%s\"", sock)})
 	h.dial().do(`{"token":"aa","alert":"x"}`)
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
@@ -152,7 +152,7 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 		t.Fatal("prometheus not found: install Debian's prometheus package (scripts/deps.sh does)")
 	}
 	addr := freeAddr(t)
-	h := newHarness(t, harnessOpts{top: fmt.Sprintf("request_timeout = \"10s\"\n[metrics]\nlisten = %q", addr)})
+	h := newHarness(t, harnessOpts{socket: fmt.Sprintf("[metrics]\nlisten = %q", addr)})
 	c := h.dial()
 	for range 3 {
 		c.do(`{"token":"aa","alert":"x"}`)

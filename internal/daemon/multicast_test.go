@@ -138,3 +138,20 @@ func TestMulticastFullBatchFitsDefaultLine(t *testing.T) {
 		t.Errorf("status after the batch: %+v", st.Queue)
 	}
 }
+
+// Without a spool (state_dir = ""), a wait:false multicast is refused as a
+// whole, as a single wait:false send is; a broadcast never takes wait:false.
+func TestMulticastNoWaitNeedsSpool(t *testing.T) {
+	h := newHarness(t, harnessOpts{top: `state_dir = ""`})
+	c := h.dial()
+	m := c.do(`{"tokens":["01","02"],"alert":"x","wait":false}`)
+	wantErr(t, m, ipc.CodeBadRequest)
+	if _, has := m["results"]; has || !strings.Contains(m["message"].(string), "state_dir") {
+		t.Errorf("no spool: %v", m)
+	}
+	m = c.do(`{"channel_id":"AAAA","payload":{"aps":{"event":"update","timestamp":1764000000,"content-state":{}}},"wait":false}`)
+	wantErr(t, m, ipc.CodeBadRequest)
+	if h.sandbox.Count() != 0 {
+		t.Error("a refused request reached APNs")
+	}
+}
