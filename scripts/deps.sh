@@ -2,7 +2,7 @@
 # Installs the Debian packages the test suite needs, if any are missing.
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
-pkgs=(python3-django php-cli phpunit socat nghttp2-server nghttp2-client systemd man-db lintian)
+pkgs=(python3-django php-cli phpunit socat nghttp2-server nghttp2-client systemd man-db lintian prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

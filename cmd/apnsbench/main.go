@@ -34,6 +34,7 @@ func main() {
 	var h2loadPath string
 	flag.IntVar(&o.Clients, "clients", 8, "concurrent socket clients (direct path: clients*pipeline senders)")
 	flag.IntVar(&o.Pipeline, "pipeline", 64, "requests each socket client keeps outstanding")
+	flag.IntVar(&o.Multicast, "multicast", 0, "daemon path: send multicast lines of this many tokens (2..1000) instead of one token a line; -pipeline then counts lines")
 	flag.IntVar(&o.N, "n", 50000, "notifications per phase")
 	flag.DurationVar(&o.Duration, "duration", 0, "run each phase this long instead of -n notifications")
 	flag.IntVar(&o.Warmup, "warmup", 0, "unmeasured notifications per phase first (default 2*clients*pipeline)")

@@ -65,6 +65,11 @@ type Options struct {
 	// (default max(1024, Pipeline)); MaxLineBytes its
 	// socket.max_line_bytes (default: the daemon's, 65536).
 	MaxPendingPerConn, MaxLineBytes int
+	// Multicast, when > 1, makes the daemon path send multicast lines of
+	// this many tokens (at most 1000) instead of one token a line; counts
+	// and latencies are still per notification (a batch's latency is each
+	// of its notifications'). Pipeline then counts lines.
+	Multicast int
 	// DirectApnsID gives every direct-path notification a fresh apns-id,
 	// as the daemon's backend does (so retries carry the same id); off,
 	// the direct path sends none and APNs (or the sink) picks one.
@@ -203,7 +208,7 @@ func (e *Env) SocketPath() string { return e.d.SocketPath() }
 
 // daemonConfig is the apnsd.toml the benchmark runs the daemon with.
 func (e *Env) daemonConfig() string {
-	queue := max(config.DefaultQueueSize, 2*e.o.Clients*e.o.Pipeline)
+	queue := max(config.DefaultQueueSize, 2*e.o.Clients*e.o.Pipeline*max(e.o.Multicast, 1))
 	pending := e.MaxPending()
 	lineCap := ""
 	if e.o.MaxLineBytes > 0 {
@@ -335,6 +340,37 @@ func waitFor(ctx context.Context, limit time.Duration, ok func() (bool, string))
 }
 
 // requestLine appends the request line for id (with its newline) to b.
+// multicastLine is requestLine for a multicast of m tokens.
+func multicastLine(b []byte, id, m int) []byte {
+	b = append(b, `{"id":`...)
+	b = strconv.AppendInt(b, int64(id), 10)
+	b = append(b, `,"tokens":[`...)
+	for i := range m {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, Token...)
+		b = append(b, '"')
+	}
+	b = append(b, `],"payload":`...)
+	b = append(b, Payload...)
+	b = append(b, "}\n"...)
+	return b
+}
+
+// classifyMulticast tallies a multicast answer's entries: delivered ones
+// as "200", the rest as errors (an entry's status or error code).
+func classifyMulticast(t *tally, line []byte, m int, lat time.Duration) {
+	ok := bytes.Count(line, []byte(`"ok":true,"status":200`))
+	for range ok {
+		t.add("200", false, lat)
+	}
+	for range m - ok {
+		t.add("error:multicast-entry", true, lat)
+	}
+}
+
 func requestLine(b []byte, id int) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendInt(b, int64(id), 10)
@@ -438,10 +474,11 @@ func (e *Env) RunDaemon(ctx context.Context, n int, d time.Duration) (Result, er
 	if d > 0 {
 		deadline = start.Add(d)
 	}
+	per := max(e.o.Multicast, 1)
 	for i := range clients {
 		count := -1
 		if n >= 0 {
-			count = share(n, clients, i)
+			count = (share(n, clients, i) + per - 1) / per // lines
 		}
 		ts[i] = newTally(lat)
 		wg.Add(1)
@@ -454,11 +491,21 @@ func (e *Env) RunDaemon(ctx context.Context, n int, d time.Duration) (Result, er
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	r := finish("daemon", int(sent.Load()), elapsed, ts, lat)
+	r := finish("daemon", int(sent.Load())*per, elapsed, ts, lat)
 	return r, errors.Join(errs...)
 }
 
-// runConn is one socket client. count < 0 means until deadline.
+// line appends the daemon path's request line id: one token, or a
+// multicast of Options.Multicast tokens.
+func (e *Env) line(b []byte, id int) []byte {
+	if e.o.Multicast > 1 {
+		return multicastLine(b, id, e.o.Multicast)
+	}
+	return requestLine(b, id)
+}
+
+// runConn is one socket client. count < 0 means until deadline (count is in
+// lines: one notification each, or Options.Multicast).
 func (e *Env) runConn(ctx context.Context, count, pipeline int, deadline time.Time, t *tally) (sent int, err error) {
 	var nc net.Conn
 	sock := e.socketPath()
@@ -504,7 +551,7 @@ func (e *Env) runConn(ctx context.Context, count, pipeline int, deadline time.Ti
 			}
 			now := time.Now()
 			times <- now
-			buf = requestLine(buf[:0], id)
+			buf = e.line(buf[:0], id)
 			id++
 			// Batch whatever else the window allows into one write.
 		fill:
@@ -512,7 +559,7 @@ func (e *Env) runConn(ctx context.Context, count, pipeline int, deadline time.Ti
 				select {
 				case sem <- struct{}{}:
 					times <- now
-					buf = requestLine(buf, id)
+					buf = e.line(buf, id)
 					id++
 				default:
 					break fill
@@ -546,9 +593,14 @@ func (e *Env) runConn(ctx context.Context, count, pipeline int, deadline time.Ti
 		if !bytes.HasPrefix(line, []byte(`{"id":`+strconv.Itoa(got)+`,`)) {
 			return fail(fmt.Errorf("answer %d out of order or without its id: %s", got, line))
 		}
-		kind, isErr := classify(line)
-		t.add(kind, isErr, lat)
-		e.done.Add(1)
+		if m := e.o.Multicast; m > 1 {
+			classifyMulticast(t, line, m, lat)
+			e.done.Add(int64(m))
+		} else {
+			kind, isErr := classify(line)
+			t.add(kind, isErr, lat)
+			e.done.Add(1)
+		}
 		got++
 	}
 	<-writerDone

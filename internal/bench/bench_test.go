@@ -351,3 +351,24 @@ func TestHistPercentiles(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchMulticast runs the daemon path with multicast lines: every
+// notification of every batch is answered 200 and counted once.
+func TestBenchMulticast(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 8000
+	o := RunOptions{Options: Options{Sink: SinkStandin, Conns: 2, Clients: 2, Pipeline: 2, Multicast: 1000}, N: n, Warmup: 2000, SkipDirect: true}
+	rep, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Daemon
+	if r.Sent != n || r.Answered != n || r.Errors != 0 || r.Answers["200"] != n {
+		t.Errorf("multicast: sent %d, answered %d, errors %d, answers %v; want %d answered 200", r.Sent, r.Answered, r.Errors, r.Answers, n)
+	}
+	if want := int64(n + o.Warmup); rep.SinkAnswered != want {
+		t.Errorf("stand-in answered %d, want %d", rep.SinkAnswered, want)
+	}
+	t.Logf("multicast daemon path: %.0f notifications/s", r.Rate())
+}

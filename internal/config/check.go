@@ -34,7 +34,13 @@ func (c *Config) CheckFiles(now time.Time) error {
 				}
 			}
 			if e.AuthKind() == "token" {
-				usesToken = true
+				if t := e.Token; t != nil {
+					if _, err := apns.LoadTokenKey(t.KeyFile, t.KeyID, t.TeamID, now); err != nil {
+						p.add(i, a.Name, e.Name+".token.key_file", err, "%v", err)
+					}
+				} else {
+					usesToken = true
+				}
 				continue
 			}
 			cert, err := apns.LoadCertificate(e.Cert, now)

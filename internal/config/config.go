@@ -13,13 +13,17 @@ import (
 
 // Defaults applied to keys the file leaves out.
 const (
-	DefaultRequestTimeout    = 30 * time.Second
-	DefaultQueueSize         = 10000
-	DefaultShutdownTimeout   = 15 * time.Second
-	DefaultLogLevel          = "info"
-	DefaultLogFormat         = "auto"
-	DefaultSocketMode        = os.FileMode(0o660)
-	DefaultMaxLineBytes      = 65536
+	DefaultRequestTimeout  = 30 * time.Second
+	DefaultQueueSize       = 10000
+	DefaultShutdownTimeout = 15 * time.Second
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "auto"
+	DefaultSocketMode      = os.FileMode(0o660)
+	// DefaultMaxLineBytes fits a full multicast: 1000 tokens of 64 hex
+	// digits are about 67 KB of line with a payload. Memory stays bounded
+	// per connection: one line is buffered at a time (a longer one is
+	// skipped, not kept), and what is decoded is bounded by queue_size.
+	DefaultMaxLineBytes      = 128 << 10
 	DefaultMaxPendingPerConn = 1024
 	DefaultConnections       = 1
 	// DefaultStateDir is where the spool of accepted wait:false
@@ -151,7 +155,9 @@ type Config struct {
 	// answered by APNs; beyond it "wait":false sends get queue_full.
 	SpoolMaxBytes int64
 	Socket        SocketConfig
-	Apps          []AppConfig
+	// Metrics is the [metrics] table; its zero value serves no metrics.
+	Metrics MetricsConfig
+	Apps    []AppConfig
 	// Path is the file the configuration came from ("" for Default).
 	Path string
 }
@@ -189,6 +195,20 @@ type SocketConfig struct {
 	LineTimeout time.Duration
 }
 
+// MetricsConfig is the [metrics] table: the Prometheus endpoint.
+type MetricsConfig struct {
+	// Listen is where /metrics is served: "host:port" (TCP, e.g.
+	// "127.0.0.1:9464") or "unix:/absolute/path" (a Unix socket). ""
+	// serves no metrics.
+	Listen string
+}
+
+// UnixPath returns the socket path of a "unix:" Listen, and false for a
+// TCP address.
+func (m MetricsConfig) UnixPath() (string, bool) {
+	return strings.CutPrefix(m.Listen, "unix:")
+}
+
 // AppConfig is one [[apps]] entry.
 type AppConfig struct {
 	// Name is how requests refer to the app ("app").
@@ -197,7 +217,8 @@ type AppConfig struct {
 	Topic string
 	// DefaultEnv is "sandbox" or "production", and is configured.
 	DefaultEnv string
-	// Token is the app's token (.p8) credential, or nil.
+	// Token is the app's token (.p8) credential, or nil. An environment's
+	// own [apps.<env>.token] overrides it (EnvConfig.Token).
 	Token *TokenConfig
 	// Sandbox and Production are the environments; at least one is set.
 	Sandbox, Production *EnvConfig
@@ -219,7 +240,17 @@ func (a *AppConfig) Env(name string) *EnvConfig {
 	return nil
 }
 
-// TokenConfig is an [apps.token] table: token-based authentication.
+// TokenFor returns the token credential environment e uses: its own
+// [apps.<env>.token] if set, else the app's [apps.token] (nil if neither).
+func (a *AppConfig) TokenFor(e *EnvConfig) *TokenConfig {
+	if e != nil && e.Token != nil {
+		return e.Token
+	}
+	return a.Token
+}
+
+// TokenConfig is an [apps.token] (or [apps.<env>.token]) table:
+// token-based authentication.
 type TokenConfig struct {
 	// KeyFile is the .p8 file (PKCS#8 P-256 key).
 	KeyFile string
@@ -237,6 +268,15 @@ type EnvConfig struct {
 	Cert apns.CertFiles
 	// Endpoint is the APNs base URL, e.g. "https://api.push.apple.com:443".
 	Endpoint string
+	// ManageEndpoint is the base URL of Apple's broadcast channel
+	// management API for this environment; Parse fills in the default
+	// (apns.ManageSandboxURL or apns.ManageProductionURL), and "" in a
+	// Config built otherwise means that default (see ManageURL).
+	ManageEndpoint string
+	// Token, when set, is this environment's own token key
+	// ([apps.<env>.token]); it overrides the app's [apps.token]. Apple
+	// issues keys scoped to one environment.
+	Token *TokenConfig
 	// CAFile holds extra PEM roots to trust for Endpoint; "" means the
 	// system roots.
 	CAFile string
@@ -249,8 +289,19 @@ type EnvConfig struct {
 	UnavailableWait time.Duration
 }
 
+// ManageURL is ManageEndpoint, or Apple's default for the environment.
+func (e *EnvConfig) ManageURL() string {
+	switch {
+	case e.ManageEndpoint != "":
+		return e.ManageEndpoint
+	case e.Name == apns.Production:
+		return apns.ManageProductionURL
+	}
+	return apns.ManageSandboxURL
+}
+
 // AuthKind returns "certificate" when the environment has a certificate
-// credential and "token" when it uses the app's [apps.token].
+// credential and "token" when it uses a token key (its own or the app's).
 func (e *EnvConfig) AuthKind() string {
 	if e.Cert.CertFile != "" || e.Cert.P12File != "" {
 		return "certificate"

@@ -40,7 +40,7 @@ func TestDefault(t *testing.T) {
 		Socket: SocketConfig{
 			Path:                 "/run/apnsd/apnsd.sock",
 			Mode:                 0o660,
-			MaxLineBytes:         65536,
+			MaxLineBytes:         131072,
 			MaxPendingPerConn:    1024,
 			MaxConnections:       512,
 			MaxConnectionsPerUID: 128,

@@ -146,17 +146,22 @@ func editDistance(a, b string) int {
 // The file's shape. Pointers tell "left out" (default) from "set to zero"
 // (an error where zero is invalid).
 type fileConfig struct {
-	RequestTimeout   *duration  `toml:"request_timeout"`
-	QueueSize        *int       `toml:"queue_size"`
-	ShutdownTimeout  *duration  `toml:"shutdown_timeout"`
-	UnavailableWait  *duration  `toml:"unavailable_wait"`
-	LogLevel         string     `toml:"log_level"`
-	LogFormat        string     `toml:"log_format"`
-	UnregisteredFile string     `toml:"unregistered_file"`
-	StateDir         *string    `toml:"state_dir"`
-	SpoolMaxBytes    *int64     `toml:"spool_max_bytes"`
-	Socket           fileSocket `toml:"socket"`
-	Apps             []fileApp  `toml:"apps"`
+	RequestTimeout   *duration   `toml:"request_timeout"`
+	QueueSize        *int        `toml:"queue_size"`
+	ShutdownTimeout  *duration   `toml:"shutdown_timeout"`
+	UnavailableWait  *duration   `toml:"unavailable_wait"`
+	LogLevel         string      `toml:"log_level"`
+	LogFormat        string      `toml:"log_format"`
+	UnregisteredFile string      `toml:"unregistered_file"`
+	StateDir         *string     `toml:"state_dir"`
+	SpoolMaxBytes    *int64      `toml:"spool_max_bytes"`
+	Socket           fileSocket  `toml:"socket"`
+	Metrics          fileMetrics `toml:"metrics"`
+	Apps             []fileApp   `toml:"apps"`
+}
+
+type fileMetrics struct {
+	Listen string `toml:"listen"`
 }
 
 type fileSocket struct {
@@ -193,14 +198,16 @@ type fileToken struct {
 }
 
 type fileEnv struct {
-	CertFile        string `toml:"cert_file"`
-	KeyFile         string `toml:"key_file"`
-	P12File         string `toml:"p12_file"`
-	P12PasswordFile string `toml:"p12_password_file"`
-	P12PasswordEnv  string `toml:"p12_password_env"`
-	Endpoint        string `toml:"endpoint"`
-	CAFile          string `toml:"ca_file"`
-	Connections     *int   `toml:"connections"`
+	CertFile        string     `toml:"cert_file"`
+	KeyFile         string     `toml:"key_file"`
+	P12File         string     `toml:"p12_file"`
+	P12PasswordFile string     `toml:"p12_password_file"`
+	P12PasswordEnv  string     `toml:"p12_password_env"`
+	Endpoint        string     `toml:"endpoint"`
+	ManageEndpoint  string     `toml:"manage_endpoint"`
+	CAFile          string     `toml:"ca_file"`
+	Connections     *int       `toml:"connections"`
+	Token           *fileToken `toml:"token"`
 }
 
 // duration is a Go duration string ("30s"). A bare number is refused: TOML
@@ -305,6 +312,10 @@ func (fc *fileConfig) config(dir string) *Config {
 	if s.MaxPendingPerConn != nil {
 		c.Socket.MaxPendingPerConn = *s.MaxPendingPerConn
 	}
+	c.Metrics.Listen = fc.Metrics.Listen
+	if path, ok := c.Metrics.UnixPath(); ok {
+		c.Metrics.Listen = "unix:" + resolve(dir, path)
+	}
 	c.Socket.AllowUIDs = s.AllowUIDs
 	c.Socket.AllowGIDs = s.AllowGIDs
 	c.Socket.AdminUIDs = s.AdminUIDs
@@ -324,11 +335,9 @@ func (fc *fileConfig) config(dir string) *Config {
 
 	for _, fa := range fc.Apps {
 		a := AppConfig{Name: fa.Name, Topic: fa.Topic, DefaultEnv: fa.DefaultEnv, AllowUIDs: fa.AllowUIDs, AllowGIDs: fa.AllowGIDs}
-		if fa.Token != nil {
-			a.Token = &TokenConfig{KeyFile: resolve(dir, fa.Token.KeyFile), KeyID: fa.Token.KeyID, TeamID: fa.Token.TeamID}
-		}
-		a.Sandbox = fa.Sandbox.config(apns.Sandbox, apns.SandboxURL, dir)
-		a.Production = fa.Production.config(apns.Production, apns.ProductionURL, dir)
+		a.Token = fa.Token.config(dir)
+		a.Sandbox = fa.Sandbox.config(apns.Sandbox, apns.SandboxURL, apns.ManageSandboxURL, dir)
+		a.Production = fa.Production.config(apns.Production, apns.ProductionURL, apns.ManageProductionURL, dir)
 		if a.DefaultEnv == "" {
 			a.DefaultEnv = apns.Sandbox
 			if a.Production != nil {
@@ -348,7 +357,14 @@ func (fc *fileConfig) config(dir string) *Config {
 	return c
 }
 
-func (fe *fileEnv) config(name, endpoint, dir string) *EnvConfig {
+func (ft *fileToken) config(dir string) *TokenConfig {
+	if ft == nil {
+		return nil
+	}
+	return &TokenConfig{KeyFile: resolve(dir, ft.KeyFile), KeyID: ft.KeyID, TeamID: ft.TeamID}
+}
+
+func (fe *fileEnv) config(name, endpoint, manage, dir string) *EnvConfig {
 	if fe == nil {
 		return nil
 	}
@@ -361,12 +377,17 @@ func (fe *fileEnv) config(name, endpoint, dir string) *EnvConfig {
 			P12PasswordFile: resolve(dir, fe.P12PasswordFile),
 			P12PasswordEnv:  fe.P12PasswordEnv,
 		},
-		Endpoint:    fe.Endpoint,
-		CAFile:      resolve(dir, fe.CAFile),
-		Connections: DefaultConnections,
+		Endpoint:       fe.Endpoint,
+		ManageEndpoint: fe.ManageEndpoint,
+		CAFile:         resolve(dir, fe.CAFile),
+		Connections:    DefaultConnections,
+		Token:          fe.Token.config(dir),
 	}
 	if e.Endpoint == "" {
 		e.Endpoint = endpoint
+	}
+	if e.ManageEndpoint == "" {
+		e.ManageEndpoint = manage
 	}
 	if fe.Connections != nil {
 		e.Connections = *fe.Connections

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -119,6 +120,8 @@ func (c *Config) Validate() error {
 		p.top("socket.line_timeout", "must be at least 100ms, got %s", s.LineTimeout)
 	}
 
+	c.Metrics.validate(p)
+
 	if len(c.Apps) == 0 {
 		p.top("apps", "no [[apps]] configured; add at least one")
 	}
@@ -164,17 +167,7 @@ func (a *AppConfig) validate(p *problems, i int) {
 	default:
 		add("default_env", "must be \"sandbox\" or \"production\", got %q", a.DefaultEnv)
 	}
-	if t := a.Token; t != nil {
-		if t.KeyFile == "" {
-			add("token.key_file", "must be set (the .p8 key file)")
-		}
-		if !appleIDRE.MatchString(t.KeyID) {
-			add("token.key_id", "must be the 10-character key id (letters and digits), got %q", t.KeyID)
-		}
-		if !appleIDRE.MatchString(t.TeamID) {
-			add("token.team_id", "must be the 10-character team id (letters and digits), got %q", t.TeamID)
-		}
-	}
+	a.Token.validate(func(field, format string, args ...any) { add("token."+field, format, args...) })
 	for _, slot := range []struct {
 		name string
 		env  *EnvConfig
@@ -236,6 +229,13 @@ func (e *EnvConfig) validate(p *problems, i int, a *AppConfig, slot string) {
 	if msg := checkEndpoint(e.Endpoint, slot); msg != "" {
 		add("endpoint", "%s", msg)
 	}
+	if msg := checkEndpoint(e.ManageEndpoint, slot); e.ManageEndpoint != "" && msg != "" {
+		add("manage_endpoint", "%s", msg)
+	}
+	e.Token.validate(func(field, format string, args ...any) { add("token."+field, format, args...) })
+	if e.Token != nil && e.AuthKind() == "certificate" {
+		add("token", "is set together with a certificate (cert_file or p12_file); use one credential per environment")
+	}
 	if e.Connections < 1 || e.Connections > MaxConnections {
 		add("connections", "must be between 1 and %d, got %d", MaxConnections, e.Connections)
 	}
@@ -261,8 +261,50 @@ func (e *EnvConfig) validate(p *problems, i int, a *AppConfig, slot string) {
 	if f.P12PasswordEnv != "" && !envVarRE.MatchString(f.P12PasswordEnv) {
 		add("p12_password_env", "must be an environment variable name, got %q", f.P12PasswordEnv)
 	}
-	if e.AuthKind() == "token" && a.Token == nil && f.KeyFile == "" && f.P12PasswordFile == "" && f.P12PasswordEnv == "" {
-		add("", "no credential: set cert_file (with key_file, or a combined PEM) or p12_file, or add [apps.token]")
+	if e.AuthKind() == "token" && a.TokenFor(e) == nil && f.KeyFile == "" && f.P12PasswordFile == "" && f.P12PasswordEnv == "" {
+		add("", "no credential: set cert_file (with key_file, or a combined PEM) or p12_file, or add [apps.token] or [apps.%s.token]", slot)
+	}
+}
+
+// validate checks a token table; nil (none) is fine.
+func (t *TokenConfig) validate(add func(field, format string, args ...any)) {
+	if t == nil {
+		return
+	}
+	if t.KeyFile == "" {
+		add("key_file", "must be set (the .p8 key file)")
+	}
+	if !appleIDRE.MatchString(t.KeyID) {
+		add("key_id", "must be the 10-character key id (letters and digits), got %q", t.KeyID)
+	}
+	if !appleIDRE.MatchString(t.TeamID) {
+		add("team_id", "must be the 10-character team id (letters and digits), got %q", t.TeamID)
+	}
+}
+
+func (m *MetricsConfig) validate(p *problems) {
+	if m.Listen == "" {
+		return
+	}
+	if path, ok := m.UnixPath(); ok {
+		switch {
+		case !filepath.IsAbs(path):
+			p.top("metrics.listen", "a unix: socket path must be absolute, got %q", m.Listen)
+		case len(path) > MaxSocketPath:
+			p.top("metrics.listen", "socket path is %d bytes; a Unix socket path can have at most %d", len(path), MaxSocketPath)
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(m.Listen)
+	if err != nil {
+		p.top("metrics.listen", "must be \"host:port\" (e.g. \"127.0.0.1:9464\") or \"unix:/path\", got %q", m.Listen)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.top("metrics.listen", "has an invalid port in %q", m.Listen)
+	}
+	if host == "" {
+		p.top("metrics.listen", "needs a host: \"%s\" would listen on every interface; write \"0.0.0.0%s\" if that is meant, or \"127.0.0.1%s\"", m.Listen, m.Listen, m.Listen)
 	}
 }
 

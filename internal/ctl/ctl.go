@@ -36,7 +36,9 @@ Usage:
   apnsctl [-socket PATH] [-timeout D] COMMAND [flags]
 
 Commands:
-  send     send one notification (flags), or JSON request lines from stdin
+  send     send one notification (flags), to many devices (-tokens-file), on a
+           broadcast channel (-channel), or JSON request lines from stdin
+  channel  create, get, list or delete broadcast channels (apnsctl channel -h)
   ping     check that apnsd answers
   status   show connections, credentials and counters (-json for JSON)
   reload   re-read the config file and every credential now
@@ -84,6 +86,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "send":
 		return c.send(rest)
+	case "channel":
+		return c.channel(rest)
 	case "ping":
 		return c.simple(rest, "ping")
 	case "status":
@@ -175,6 +179,7 @@ func (c *cli) simple(args []string, op string) int {
 // sendFlags are the flags of apnsctl send.
 type sendFlags struct {
 	token, alert, sound, payload, app, env, topic, pushType, collapseID, apnsID string
+	tokensFile, channel                                                         string
 	badge, priority                                                             int
 	expiration                                                                  int64
 	noWait, asJSON                                                              bool
@@ -185,6 +190,8 @@ func (c *cli) send(args []string) int {
 	fs.SetOutput(c.stderr)
 	var f sendFlags
 	fs.StringVar(&f.token, "token", "", "device token (hex; the <a1b2 c3d4> form an app logs works as is). Without -token, JSON request lines are read from stdin")
+	fs.StringVar(&f.tokensFile, "tokens-file", "", "send to every token in FILE (one a line; - for stdin), as multicasts of up to 1000 tokens; prints one line per token")
+	fs.StringVar(&f.channel, "channel", "", "broadcast on this channel id (push type liveactivity; see apnsctl channel)")
 	fs.StringVar(&f.alert, "alert", "", "alert text (aps.alert)")
 	fs.IntVar(&f.badge, "badge", -1, "badge number (aps.badge)")
 	fs.StringVar(&f.sound, "sound", "", "sound name (aps.sound)")
@@ -206,6 +213,27 @@ func (c *cli) send(args []string) int {
 		fmt.Fprintf(c.stderr, "apnsctl send: unexpected argument %q\n", fs.Arg(0))
 		return ExitUsage
 	}
+	if n := countSet(f.token != "", f.tokensFile != "", f.channel != ""); n > 1 {
+		fmt.Fprintln(c.stderr, "apnsctl send: give one of -token, -tokens-file and -channel")
+		return ExitUsage
+	}
+	if f.tokensFile != "" || f.channel != "" {
+		req, err := f.request()
+		if err == nil && f.tokensFile != "" {
+			var tokens []string
+			if tokens, err = c.readTokens(f.tokensFile); err == nil {
+				delete(req, "token")
+				return c.multicast(req, tokens, f.asJSON)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(c.stderr, "apnsctl send: %v\n", err)
+			return ExitUsage
+		}
+		delete(req, "token")
+		req["channel_id"] = f.channel
+		return c.sendOne(req, f.asJSON)
+	}
 	if f.token == "" {
 		set := false
 		fs.Visit(func(*flag.Flag) { set = true })
@@ -220,6 +248,22 @@ func (c *cli) send(args []string) int {
 		fmt.Fprintf(c.stderr, "apnsctl send: %v\n", err)
 		return ExitUsage
 	}
+	return c.sendOne(req, f.asJSON)
+}
+
+// countSet counts the true values.
+func countSet(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// sendOne sends one request line and prints the answer.
+func (c *cli) sendOne(req map[string]any, asJSON bool) int {
 	ctx, cancel := c.ctx()
 	defer cancel()
 	req["deadline"] = c.deadline().UnixMilli()
@@ -240,13 +284,13 @@ func (c *cli) send(args []string) int {
 		return c.fail(fmt.Errorf("apnsd's answer %q: %w", answer, err))
 	}
 	code := exitFor(r)
-	if f.asJSON {
+	if asJSON {
 		b, _ := json.Marshal(r)
 		fmt.Fprintln(c.stdout, string(b))
 		return code
 	}
 	switch {
-	case r.Queued:
+	case r.Queued != nil:
 		fmt.Fprintln(c.stdout, "queued")
 	case r.OK:
 		fmt.Fprintf(c.stdout, "delivered apns-id=%s\n", r.ApnsID)
@@ -417,7 +461,7 @@ func printStatus(w io.Writer, r *ipc.Response) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tENV\tSTATE\tCONNS\tAUTH\tEXPIRES\tSENT\tFAILED\tPROBLEM")
+	fmt.Fprintln(tw, "APP\tENV\tSTATE\tCONNS\tAUTH\tEXPIRES\tCHANNELS\tSENT\tFAILED\tPROBLEM")
 	var notes []string
 	for _, a := range s.Apps {
 		for _, e := range a.Envs {
@@ -445,8 +489,12 @@ func printStatus(w io.Writer, r *ipc.Response) {
 			case e.DaysLeft != nil && *e.DaysLeft < 30:
 				problem = "certificate expires soon"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%d\t%d\t%s\n",
-				a.Name, env, e.State, e.Connections, e.Target, e.Auth, expires, e.Sent, e.Failed, problem)
+			channels := "-" // unknown until a channel_list
+			if e.Channels != nil {
+				channels = fmt.Sprint(*e.Channels)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%d\t%d\t%s\n",
+				a.Name, env, e.State, e.Connections, e.Target, e.Auth, expires, channels, e.Sent, e.Failed, problem)
 		}
 	}
 	tw.Flush()
@@ -454,6 +502,12 @@ func printStatus(w io.Writer, r *ipc.Response) {
 		for _, e := range a.Envs {
 			if e.CertSubject != "" {
 				fmt.Fprintf(w, "\n%s/%s: %s\n  loaded %s from %s", a.Name, e.Env, e.CertSubject, e.LoadedAt.Format(time.RFC3339), strings.Join(e.Files, ", "))
+			}
+			if e.KeyID != "" {
+				fmt.Fprintf(w, "\n%s/%s: token key %s (team %s)\n  loaded %s from %s", a.Name, e.Env, e.KeyID, e.TeamID, e.LoadedAt.Format(time.RFC3339), strings.Join(e.Files, ", "))
+			}
+			if e.ManageEndpoint != "" && e.ManageState != "idle" {
+				fmt.Fprintf(w, "\n%s/%s: channel management %s: %s", a.Name, e.Env, e.ManageEndpoint, e.ManageState)
 			}
 		}
 	}

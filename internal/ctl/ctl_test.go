@@ -201,6 +201,71 @@ not json
 	}
 }
 
+// apnsctl send -tokens-file, send -channel and channel create|get|list|delete
+// against a real daemon on the demo setup.
+func TestMulticastAndChannelCommands(t *testing.T) {
+	sock, _ := startDemo(t)
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens.txt")
+	var lines []string
+	lines = append(lines, "# a comment", "<a1b2 c3d4>", "0410aabb", "", "xyz")
+	for i := range 1500 {
+		lines = append(lines, fmt.Sprintf("%064x", i+1))
+	}
+	if err := os.WriteFile(tokens, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run("", "-socket", sock, "send", "-tokens-file", tokens, "-alert", "hi")
+	outLines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != ExitRefused || len(outLines) != 1503 || !strings.Contains(errOut, "1503 tokens: 1501 delivered, 2 failed") {
+		t.Fatalf("tokens-file: code %d, %d lines, stderr %q", code, len(outLines), errOut)
+	}
+	for i, want := range []string{"a1b2c3d4 ", "0410aabb ", "xyz "} {
+		if !strings.HasPrefix(outLines[i], want) {
+			t.Errorf("line %d %q, want it to start with %q", i, outLines[i], want)
+		}
+	}
+	if !strings.Contains(outLines[1], "410 Unregistered") || !strings.Contains(outLines[2], "invalid_token") || !strings.Contains(outLines[1502], "delivered") {
+		t.Errorf("per-token lines: %q / %q / %q", outLines[1], outLines[2], outLines[1502])
+	}
+	code, out, _ = run("a1\nb2\n", "-socket", sock, "send", "-tokens-file", "-", "-alert", "hi", "-no-wait")
+	if code != ExitOK || strings.Count(out, "queued") != 2 {
+		t.Errorf("tokens from stdin, no wait: code %d, %q", code, out)
+	}
+	code, id, errOut := run("", "-socket", sock, "channel", "create", "-storage", "latest")
+	id = strings.TrimSpace(id)
+	if code != ExitOK || id == "" {
+		t.Fatalf("channel create: code %d, %q, %q", code, id, errOut)
+	}
+	if code, out, _ := run("", "-socket", sock, "channel", "get", "-id", id); code != ExitOK || !strings.Contains(out, "storage latest") {
+		t.Errorf("channel get: %d %q", code, out)
+	}
+	if code, out, _ := run("", "-socket", sock, "channel", "list"); code != ExitOK || strings.TrimSpace(out) != id {
+		t.Errorf("channel list: %d %q", code, out)
+	}
+	payload := fmt.Sprintf(`{"aps":{"event":"update","timestamp":%d,"content-state":{"n":1}}}`, time.Now().Unix())
+	if code, out, errOut := run("", "-socket", sock, "send", "-channel", id, "-payload", payload); code != ExitOK || !strings.Contains(out, "delivered") {
+		t.Errorf("send -channel: %d %q %q", code, out, errOut)
+	}
+	if code, out, _ := run("", "-socket", sock, "status"); code != ExitOK || !strings.Contains(out, "CHANNELS") || !strings.Contains(out, "channel management") {
+		t.Errorf("status: %d\n%s", code, out)
+	}
+	if code, out, _ := run("", "-socket", sock, "channel", "delete", "-id", id); code != ExitOK || !strings.Contains(out, "deleted") {
+		t.Errorf("channel delete: %d %q", code, out)
+	}
+	if code, _, errOut := run("", "-socket", sock, "channel", "get", "-id", id); code != ExitAPNsRefused || !strings.Contains(errOut, "refused by APNs") {
+		t.Errorf("get after delete: %d %q", code, errOut)
+	}
+	for _, args := range [][]string{
+		{"channel"}, {"channel", "frob"}, {"channel", "get"}, {"channel", "create"},
+		{"send", "-token", "aa", "-channel", "x", "-alert", "x"}, {"send", "-tokens-file", filepath.Join(dir, "none"), "-alert", "x"},
+	} {
+		if code, _, _ := run("", append([]string{"-socket", sock}, args...)...); code != ExitUsage {
+			t.Errorf("%v: code %d, want usage", args, code)
+		}
+	}
+}
+
 // fakeApnsd serves a Unix socket with a script: answer(conn, n, line)
 // returns the answer line for the n-th request line overall, or "" to
 // close the connection without answering.

@@ -33,6 +33,8 @@ type Daemon struct {
 
 	started      time.Time
 	unregistered *unregisteredLog // nil when unregistered_file is off
+	// metrics is nil without [metrics] listen (metrics.go); set in New.
+	metrics *metrics
 	// spool keeps accepted wait:false notifications until their outcome is
 	// final (spooled.go); nil with state_dir = "". recovered is what Open
 	// found, replayed by Start (then nil).
@@ -149,6 +151,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		tokenClock:   o.tokenClock,
 	}
 	d.state.Store(&state{cfg: cfg, apps: apps})
+	if cfg.Metrics.Listen != "" {
+		d.metrics = newMetrics(d)
+	}
 	d.drainCtx, d.drainCancel = context.WithCancel(context.Background())
 	ipcLog := log.With("component", "ipc")
 	d.access = newAccess(ipcLog)
@@ -190,6 +195,12 @@ func (d *Daemon) Start() error {
 			return err
 		}
 		d.listener = l
+	}
+	if d.metrics != nil {
+		if err := d.metrics.serve(st.cfg.Metrics, d.root.With("component", "metrics")); err != nil {
+			d.closeClients()
+			return err
+		}
 	}
 	d.replay(d.recovered)
 	d.recovered = nil
@@ -251,6 +262,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		defer cancel()
 		d.srv.CloseConns(flushCtx)
 		d.closeClients()
+		d.metrics.close()
 		d.unregistered.close()
 		if !d.inherited {
 			d.listener.Close() // unlinks the socket file if it is still ours

@@ -49,6 +49,14 @@ func NewNotification(s *ipc.Send) (apns.Notification, *ipc.Error) {
 		}
 		return apns.Notification{}, ipc.Errorf(ipc.CodeBadRequest, "%v", err)
 	}
+	if n.PushType == apns.PushTypeLiveActivity {
+		// Apple's Live Activity rules (event, timestamp, content-state,
+		// start's attributes, dates); Submit adds the
+		// .push-type.liveactivity topic suffix.
+		if err := apns.ValidateLiveActivity(n.Payload); err != nil {
+			return apns.Notification{}, ipc.Errorf(ipc.CodeBadRequest, "live activity: %v", err)
+		}
+	}
 	return n, nil
 }
 

@@ -39,6 +39,7 @@ func (d *Daemon) Reload(ctx context.Context, peer *ipc.Peer) (*ipc.ReloadReport,
 	d.reopenUnregistered()
 	if path := d.current().cfg.Path; path != "" {
 		changes, err := d.reloadConfig(now)
+		d.metrics.reloaded("config", err)
 		d.mu.Lock()
 		d.lastReload = now
 		d.lastReloadErr = err
@@ -84,6 +85,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 		{"log_level", old.LogLevel, cfg.LogLevel},
 		{"log_format", old.LogFormat, cfg.LogFormat},
 		{"unregistered_file", old.UnregisteredFile, cfg.UnregisteredFile},
+		{"metrics.listen", old.Metrics.Listen, cfg.Metrics.Listen},
 		{"state_dir", old.StateDir, cfg.StateDir},
 		{"spool_max_bytes", old.SpoolMaxBytes, cfg.SpoolMaxBytes},
 	} {
@@ -92,6 +94,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 		}
 	}
 	cfg.ShutdownTimeout, cfg.LogLevel, cfg.LogFormat, cfg.UnregisteredFile = old.ShutdownTimeout, old.LogLevel, old.LogFormat, old.UnregisteredFile
+	cfg.Metrics = old.Metrics
 	cfg.StateDir, cfg.SpoolMaxBytes = old.StateDir, old.SpoolMaxBytes
 	prevApps := cur.apps
 	next := map[string]*appState{}
@@ -181,7 +184,11 @@ func (d *Daemon) reloadEnv(es *envSender, now time.Time, why string) (changed bo
 		changed, err = es.reloadCertificate(now)
 	}
 	if err != nil {
+		d.metrics.reloaded("credential", err)
 		return false, err
+	}
+	if changed {
+		d.metrics.reloaded("credential", nil)
 	}
 	es.setReloadErr(nil, now)
 	es.watch = watchState{contents: h}
@@ -210,14 +217,17 @@ func (es *envSender) reloadCertificate(now time.Time) (changed bool, err error) 
 	}
 	es.cred.cur.Store(cert)
 	es.client.Rotate()
+	es.manage.Rotate()
 	return true, nil
 }
 
-// reloadTokenKey re-reads the app's .p8 key. A different key is handed to
-// the shared token source (which mints with it at once) and this
-// environment moves to new connections.
+// reloadTokenKey re-reads the environment's .p8 key (its own
+// [apps.<env>.token] or the app's [apps.token]). A different key is handed
+// to the environment's token source (which mints with it at once; the
+// app's source is shared with the other environment when both use it) and
+// this environment moves to new connections.
 func (es *envSender) reloadTokenKey(now time.Time) (changed bool, err error) {
-	tc := es.app.cfg.Token
+	tc := es.tokenConfig()
 	key, err := apns.LoadTokenKey(tc.KeyFile, tc.KeyID, tc.TeamID, now)
 	if err != nil {
 		return false, err
@@ -232,5 +242,6 @@ func (es *envSender) reloadTokenKey(now time.Time) (changed bool, err error) {
 	}
 	es.tokenFP = key.Fingerprint
 	es.client.Rotate()
+	es.manage.Rotate()
 	return true, nil
 }

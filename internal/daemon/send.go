@@ -23,7 +23,14 @@ import (
 // the channel delivers {"ok":true,"queued":true} only once it is durable;
 // the send to APNs starts at once, in parallel with the write. peer must be
 // allowed to send as the app (checkSend).
-func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (<-chan *ipc.Response, *ipc.Error) {
+func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
+	if s.Tokens != nil {
+		return d.submitMulticast(peer, s) // multicast.go: one Submit per token
+	}
+	defer func() { d.metrics.refusedSend(e) }() // metrics.go
+	if s.ChannelID != "" {
+		return d.submitBroadcast(peer, s) // channels.go
+	}
 	n, e := NewNotification(s)
 	if e != nil {
 		return nil, e
@@ -115,6 +122,9 @@ type job struct {
 	backoff      time.Duration // before the next retry in the round
 	tokenRetried bool          // the round already retried a 403 ExpiredProviderToken
 	roundBackoff time.Duration // before the next round (wait:false)
+	// since is when deliver began (acceptance), tryAt when the current
+	// attempt was queued; both only with metrics on (metrics.go).
+	since, tryAt time.Time
 }
 
 // spoolAppend appends j to the spool; the durability callback answers the
@@ -184,6 +194,9 @@ func pickApp(apps map[string]*appState, name string) (*appState, *ipc.Error) {
 // attempt ends at once: wait:true jobs are answered shutting_down,
 // wait:false ones stop and stay in the spool for the next start.
 func (d *Daemon) deliver(j *job) {
+	if d.metrics != nil {
+		j.since = time.Now()
+	}
 	j.roundBackoff = roundBackoff
 	d.startRound(j)
 }
@@ -205,6 +218,9 @@ func (d *Daemon) try(j *job) {
 		return
 	}
 	j.attempt++
+	if d.metrics != nil {
+		j.tryAt = time.Now()
+	}
 	if j.req == nil {
 		j.req = j.n.Request()
 	}
@@ -230,6 +246,7 @@ const (
 // must not block, so a retry is queued at once or by a timer.
 func (d *Daemon) onResult(j *job, res *apns.Response, err error) {
 	es := j.es
+	d.metrics.apnsAnswered(es, res, j.tryAt)
 	var ce *apns.ConnError
 	switch {
 	case err == nil && res.StatusCode == 403 && res.Reason == apns.ReasonExpiredProviderToken && es.token != nil && !j.tokenRetried:
@@ -245,6 +262,7 @@ func (d *Daemon) onResult(j *job, res *apns.Response, err error) {
 			return
 		}
 		d.retries.Add(1)
+		d.metrics.retried(es)
 		d.try(j)
 		return
 	case err == nil && !apns.Retryable(res.StatusCode, res.Reason):
@@ -264,6 +282,7 @@ func (d *Daemon) onResult(j *job, res *apns.Response, err error) {
 		return
 	}
 	d.retries.Add(1)
+	d.metrics.retried(es)
 	d.log.Debug("retrying notification", "app", es.app.cfg.Name, "env", es.cfg.Name, "attempt", j.attempt+1, "apns_id", j.n.ApnsID, "after", describe(res, err))
 	j.backoff = min(j.backoff*2, retryMax)
 	d.later(wait, func() { d.try(j) })
@@ -274,7 +293,9 @@ func (d *Daemon) onResult(j *job, res *apns.Response, err error) {
 func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
 	es := j.es
 	if j.wait {
-		j.ch <- d.answer(es, &j.n, res, err, j)
+		r := d.answer(es, &j.n, res, err, j)
+		d.metrics.answered(es, r, j.since)
+		j.ch <- r
 		d.finish(j)
 		return
 	}
@@ -284,7 +305,7 @@ func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
 		return
 	}
 	if final, why := j.settled(res, err, time.Now()); final {
-		d.answer(es, &j.n, res, err, j) // counters, unregistered_file, logs
+		d.metrics.answered(es, d.answer(es, &j.n, res, err, j), j.since) // counters, unregistered_file, logs
 		if why != "" {
 			d.log.Warn("wait:false notification given up: "+why, "app", es.app.cfg.Name, "env", es.cfg.Name,
 				"token", TruncateToken(j.n.DeviceToken), "apns_id", j.n.ApnsID)

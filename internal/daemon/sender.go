@@ -21,8 +21,9 @@ import (
 type appState struct {
 	cfg  *config.AppConfig
 	envs map[string]*envSender
-	// token is the app's token source, shared by every connection of both
-	// environments that use token auth; nil without [apps.token].
+	// token is the app's token source ([apps.token]), shared by every
+	// connection of the environments that use it; nil when no environment
+	// does (none configured, or each has its own [apps.<env>.token]).
 	token *apns.TokenSource
 	// clockWarned is the last token an "expired but too young" error was
 	// logged for.
@@ -34,6 +35,10 @@ type envSender struct {
 	app    *appState
 	cfg    *config.EnvConfig
 	client *apns.Client
+	// manage is the client for Apple's channel management API
+	// (manage_endpoint), same credential; started by the first channel op
+	// (channels.go).
+	manage *apns.Client
 	cred   *credential
 	sent   atomic.Uint64
 	failed atomic.Uint64
@@ -48,6 +53,8 @@ type envSender struct {
 	// with (guarded by cred.mu).
 	token   *apns.TokenSource
 	tokenFP string
+	// channels tallies the broadcast channels (channels.go).
+	channels channelTally
 
 	// undelivered rate-limits the "not delivered" warning (see
 	// logUndelivered).
@@ -108,7 +115,7 @@ func buildApps(cfg *config.Config, log *slog.Logger, now time.Time, clock func()
 func buildApp(ac *config.AppConfig, prev *appState, log *slog.Logger, now time.Time, clock func() time.Time) (*appState, error) {
 	st := &appState{cfg: ac, envs: map[string]*envSender{}}
 	var errs []error
-	if ac.Token != nil {
+	if ac.Token != nil && appTokenUsed(ac) {
 		key, err := apns.LoadTokenKey(ac.Token.KeyFile, ac.Token.KeyID, ac.Token.TeamID, now)
 		if err != nil {
 			return nil, fmt.Errorf("app %q token: %w", ac.Name, err)
@@ -125,7 +132,7 @@ func buildApp(ac *config.AppConfig, prev *appState, log *slog.Logger, now time.T
 		if ec == nil {
 			continue
 		}
-		es, err := newEnvSender(st, ec, log, now)
+		es, err := newEnvSender(st, ec, log, now, clock)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("app %q %s: %w", ac.Name, ec.Name, err))
 			continue
@@ -139,6 +146,27 @@ func buildApp(ac *config.AppConfig, prev *appState, log *slog.Logger, now time.T
 	return st, nil
 }
 
+// appTokenUsed reports whether an environment of ac uses the app's
+// [apps.token] (token auth without a key of its own).
+func appTokenUsed(ac *config.AppConfig) bool {
+	for _, ec := range []*config.EnvConfig{ac.Sandbox, ac.Production} {
+		if ec != nil && ec.AuthKind() == "token" && ec.Token == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// newTokenSource loads a .p8 key and makes a token source for it.
+func newTokenSource(tc *config.TokenConfig, log *slog.Logger, app string, now time.Time, clock func() time.Time) (*apns.TokenSource, error) {
+	key, err := apns.LoadTokenKey(tc.KeyFile, tc.KeyID, tc.TeamID, now)
+	if err != nil {
+		return nil, err
+	}
+	warnReadable(log, app, tc.KeyFile)
+	return apns.NewTokenSource(key, apns.TokenOptions{Now: clock}), nil
+}
+
 // start opens the app's connections.
 func (st *appState) start() {
 	for _, es := range st.envs {
@@ -150,10 +178,11 @@ func (st *appState) start() {
 func (st *appState) close() {
 	for _, es := range st.envs {
 		es.client.Close()
+		es.manage.Close()
 	}
 }
 
-func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now time.Time) (*envSender, error) {
+func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now time.Time, clock func() time.Time) (*envSender, error) {
 	roots, err := apns.LoadRootCAs(ec.CAFile)
 	if err != nil {
 		return nil, err
@@ -169,12 +198,21 @@ func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now tim
 		UnavailableWait: ec.UnavailableWait,
 	}
 	if ec.AuthKind() == "token" {
-		if app.token == nil {
-			return nil, fmt.Errorf("no credential: set cert_file or p12_file, or configure [apps.token]")
+		src := app.token
+		if ec.Token != nil {
+			// The environment's own key: its own token source.
+			own, err := newTokenSource(ec.Token, log, app.cfg.Name, now, clock)
+			if err != nil {
+				return nil, fmt.Errorf("token: %w", err)
+			}
+			src = own
 		}
-		es.token = app.token
-		es.tokenFP = app.token.Info().KeyFingerprint
-		opts.Authorization = app.token.Authorization
+		if src == nil {
+			return nil, fmt.Errorf("no credential: set cert_file or p12_file, or configure [apps.token] or [apps.%s.token]", ec.Name)
+		}
+		es.token = src
+		es.tokenFP = src.Info().KeyFingerprint
+		opts.Authorization = src.Authorization
 	} else {
 		cert, err := apns.LoadCertificate(ec.Cert, now)
 		if err != nil {
@@ -193,17 +231,30 @@ func newEnvSender(app *appState, ec *config.EnvConfig, log *slog.Logger, now tim
 	if err != nil {
 		return nil, err
 	}
-	es.client = client
+	mopts := opts
+	mopts.Endpoint = ec.ManageURL()
+	mopts.Connections = 1
+	mopts.Logger = log.With("component", "apns", "app", app.cfg.Name, "env", ec.Name, "api", "channel management")
+	manage, err := apns.NewClient(mopts)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	es.client, es.manage = client, manage
 	return es, nil
 }
 
 // files lists the environment's credential files.
 func (es *envSender) files() []string {
 	if es.token != nil {
-		return []string{es.app.cfg.Token.KeyFile}
+		return []string{es.tokenConfig().KeyFile}
 	}
 	return es.cfg.Cert.Paths()
 }
+
+// tokenConfig is the token key configuration this environment uses: its
+// own [apps.<env>.token] or the app's [apps.token].
+func (es *envSender) tokenConfig() *config.TokenConfig { return es.app.cfg.TokenFor(es.cfg) }
 
 // describeCredential says which credential the environment now presents:
 // the certificate's subject and expiry, or the token key's id and

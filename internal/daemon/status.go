@@ -45,6 +45,14 @@ func (d *Daemon) Status() *ipc.StatusReport {
 				Sent: es.sent.Load(), Failed: es.failed.Load(),
 				Files: es.files(),
 			}
+			ms := es.manage.Status()
+			st.ManageEndpoint, st.ManageState = ms.Endpoint, ms.State()
+			if ms.Dials == 0 {
+				st.ManageState = "idle"
+			}
+			if n, ok := es.channelCount(); ok {
+				st.Channels = &n
+			}
 			if es.token != nil {
 				ti := es.token.Info()
 				st.KeyID, st.TeamID, st.LoadedAt = ti.KeyID, ti.TeamID, ti.KeyLoadedAt

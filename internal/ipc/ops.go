@@ -46,6 +46,14 @@ var Ops = []Op{
 	{Name: "ping", Perm: Public, handle: now((*Server).opPing)},
 	{Name: "status", Perm: Admin, handle: async((*Server).opStatus), limited: async((*Server).opHealth)},
 	{Name: "reload", Perm: Admin, handle: async((*Server).opReload)},
+	// Broadcast channels (channels.go). Reading them is as public as
+	// sending; creating and deleting change the app's channels for every
+	// sender (deleting ends the updates of every Live Activity subscribed,
+	// and Apple caps an app at 10,000), so they are admin ops.
+	{Name: "channel_create", Perm: Admin, handle: channelOp(ChannelCreate)},
+	{Name: "channel_get", Perm: Public, handle: channelOp(ChannelGet)},
+	{Name: "channel_list", Perm: Public, handle: channelOp(ChannelList)},
+	{Name: "channel_delete", Perm: Admin, handle: channelOp(ChannelDelete)},
 }
 
 var opByName = func() map[string]*Op {

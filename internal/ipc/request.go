@@ -30,6 +30,11 @@ type Request struct {
 	CollapseID string          `json:"collapse_id,omitempty"`
 	ApnsID     string          `json:"apns_id,omitempty"`
 	Wait       *bool           `json:"wait,omitempty"`
+	// Tokens (multicast) and ChannelID (broadcast) replace Token.
+	Tokens    []string `json:"tokens,omitempty"`
+	ChannelID string   `json:"channel_id,omitempty"`
+	// Storage is channel_create's message storage policy.
+	Storage string `json:"storage,omitempty"`
 	// Deadline is Unix time in milliseconds (PROTOCOL.md "deadline").
 	Deadline *int64 `json:"deadline,omitempty"`
 }
@@ -49,8 +54,16 @@ type Send struct {
 	App  string
 	Env  string // "", EnvSandbox or EnvProduction; "" means the app's default
 	Wait bool
-	// Token is lowercase hex, non-empty, of even length (CleanToken).
+	// Token is lowercase hex, non-empty, of even length (CleanToken). It is
+	// "" for a multicast (Tokens) and a broadcast (ChannelID).
 	Token string
+	// Tokens is set for a multicast: 1 to MaxMulticastTokens entries in the
+	// order given, each cleaned (CleanToken) or, when malformed, as given
+	// with its refusal at the same index of TokenErrs.
+	Tokens    []string
+	TokenErrs []*Error
+	// ChannelID is set for a broadcast send (Apple's channel id, as given).
+	ChannelID string
 	// Payload is a compact JSON object.
 	Payload    []byte
 	Topic      string // "" means the app's topic
@@ -151,9 +164,23 @@ func describeDecodeError(err error) string {
 // name, shorthand merged into payload.aps. APNs' own rules are checked by
 // the daemon (see daemon.NewNotification).
 func (r *Request) Send() (*Send, *Error) {
-	token, err := CleanToken(r.Token)
-	if err != nil {
-		return nil, Errorf(CodeInvalidToken, "%v", err)
+	var token string
+	var tokens []string
+	var tokenErrs []*Error
+	switch {
+	case r.Tokens != nil || r.ChannelID != "":
+		if e := r.checkTargets(); e != nil {
+			return nil, e
+		}
+		if r.Tokens != nil {
+			tokens, tokenErrs = cleanTokens(r.Tokens)
+		}
+	default:
+		t, err := CleanToken(r.Token)
+		if err != nil {
+			return nil, Errorf(CodeInvalidToken, "%v", err)
+		}
+		token = t
 	}
 	switch r.Env {
 	case "", EnvSandbox, EnvProduction:
@@ -178,7 +205,7 @@ func (r *Request) Send() (*Send, *Error) {
 	}
 	return &Send{
 		App: r.App, Env: r.Env, Wait: wait,
-		Token: token, Payload: payload,
+		Token: token, Tokens: tokens, TokenErrs: tokenErrs, ChannelID: r.ChannelID, Payload: payload,
 		Topic: r.Topic, PushType: r.PushType, Priority: r.Priority, Expiration: r.Expiration,
 		CollapseID: r.CollapseID, ApnsID: r.ApnsID, Deadline: deadline,
 	}, nil

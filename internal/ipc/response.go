@@ -13,8 +13,10 @@ type Response struct {
 	Reason    string `json:"reason,omitempty"`
 	ApnsID    string `json:"apns_id,omitempty"`
 	Timestamp int64  `json:"timestamp,omitempty"`
-	// Queued is set for a send with "wait":false that was accepted.
-	Queued bool `json:"queued,omitempty"`
+	// Queued is set for a send with "wait":false that was accepted: true
+	// for one token, the number of tokens queued (an int) for a multicast.
+	// Decoded answers hold true or a float64.
+	Queued any `json:"queued,omitempty"`
 
 	// Refusals by apnsd.
 	Error     string `json:"error,omitempty"`
@@ -29,6 +31,8 @@ type Response struct {
 	Health string `json:"health,omitempty"`
 	*StatusReport
 	*ReloadReport
+	*MulticastReport
+	*ChannelReport
 }
 
 // Err rebuilds the *Error from a refusal response, or returns nil.

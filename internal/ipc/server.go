@@ -40,7 +40,7 @@ type Backend interface {
 
 // Defaults for Server fields left zero.
 const (
-	DefaultMaxLineBytes   = 64 << 10
+	DefaultMaxLineBytes   = 128 << 10
 	DefaultMaxPending     = 1024
 	DefaultMaxConns       = 512
 	DefaultMaxConnsPerUID = 128

@@ -76,6 +76,15 @@ type EnvStatus struct {
 
 	Sent   uint64 `json:"sent"`
 	Failed uint64 `json:"failed"`
+
+	// ManageEndpoint is the channel management API's URL; ManageState its
+	// connection state ("idle" until the first channel op).
+	ManageEndpoint string `json:"manage_endpoint,omitempty"`
+	ManageState    string `json:"manage_state,omitempty"`
+	// Channels is the broadcast channel count as apnsd last learnt it
+	// (channel_list, then creates and deletes through apnsd); absent until
+	// the first channel_list.
+	Channels *int `json:"channels,omitempty"`
 }
 
 // ReloadReport is the body of a "reload" answer.

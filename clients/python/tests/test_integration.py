@@ -178,7 +178,7 @@ class TestSend(DemoCase):
         self.assertTrue(r.queued)
 
     def test_line_too_long_keeps_connection(self):
-        r = self.client.send(OK, alert="y" * (70 * 1024))
+        r = self.client.send(OK, alert="y" * (140 * 1024))  # over the default max_line_bytes (128 KiB)
         self.assertFalse(r.ok)
         self.assertEqual(r.error, "line_too_long", r.raw)
         self.assertTrue(self.client.send(OK, alert="after").ok)
@@ -465,3 +465,79 @@ class TestRawProtocol(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestMulticastIntegration(DemoCase):
+    """send_multicast against the real daemon (protocol 1.1 multicast)."""
+
+    def test_mixed_results_in_order_with_counts(self):
+        bad = "not-a-token"
+        tokens = [OK, tok("0410", 1), tok("0400", 2), bad, tok("a1b2", 3)]
+        r = self.client.send_multicast(tokens, alert="hi")
+        self.assertFalse(r.ok)
+        self.assertEqual((r.sent, r.failed), (2, 3), [x.raw for x in r.results])
+        self.assertEqual(len(r.results), 5)
+        self.assertEqual(r.results[0].status, 200)
+        self.assertUUID(r.results[0].apns_id)
+        self.assertEqual((r.results[1].status, r.results[1].reason), (410, "Unregistered"))
+        self.assertTrue(r.results[1].unregistered)
+        self.assertIsInstance(r.results[1].timestamp, int)
+        self.assertEqual((r.results[2].status, r.results[2].reason), (400, "BadDeviceToken"))
+        self.assertEqual(r.results[3].error, "invalid_token")
+        self.assertTrue(r.results[4].ok)
+        self.assertEqual(r.unregistered_tokens, [tokens[1]])
+        self.assertEqual(r.failed_tokens, [tokens[1], tokens[2], bad])
+        # One request line for the five: the daemon answered with counts.
+        self.assertEqual(len(r.raw), 1)
+        self.assertEqual((r.raw[0]["sent"], r.raw[0]["failed"]), (2, 3))
+
+    def test_2500_tokens_through_the_real_line_limit(self):
+        tokens = [tok("a1b2", i) for i in range(2500)]
+        r = self.client.send_multicast(tokens, alert="many")
+        self.assertTrue(r.ok, [x.raw for x in r.results if not x.ok][:3])
+        self.assertEqual((r.sent, r.failed), (2500, 0))
+        self.assertGreaterEqual(len(r.raw), 3)   # at most 1000 per line
+        for raw in r.raw:
+            self.assertTrue(raw["ok"], raw.get("message"))
+            self.assertLessEqual(len(raw["results"]), 1000)
+        self.assertEqual([x.raw["token"] for x in r.results], tokens)
+
+    def test_wait_false_queued_count(self):
+        r = self.client.send_multicast([tok("a1b2", i) for i in range(7)], alert="q", wait=False)
+        self.assertTrue(r.ok)
+        self.assertEqual(r.queued, 7)
+        self.assertEqual(r.raw[0].get("queued"), 7)
+
+
+class TestChannelsIntegration(DemoCase):
+    """Broadcast channels against the real daemon and the demo's management
+    stand-in."""
+
+    def test_create_get_list_delete_and_broadcast(self):
+        created = self.client.channel_create(storage="latest")
+        self.assertTrue(created.ok, created.raw)
+        cid = created.channel_id
+        self.assertTrue(cid)
+        got = self.client.channel_get(cid)
+        self.assertTrue(got.ok, got.raw)
+        self.assertEqual(got.channel_id, cid)
+        self.assertEqual(got.storage, "latest")
+        self.assertEqual(got.push_type.lower(), "liveactivity")
+        listed = self.client.channel_list()
+        self.assertTrue(listed.ok, listed.raw)
+        self.assertIn(cid, listed.channels)
+        import time
+        payload = {"aps": {"event": "update", "timestamp": int(time.time()),
+                           "content-state": {"score": "1-0"}}}
+        sent = self.client.send_broadcast(cid, payload=payload, priority=5)
+        self.assertTrue(sent.ok, sent.raw)
+        self.assertEqual(sent.status, 200)
+        deleted = self.client.channel_delete(cid)
+        self.assertTrue(deleted.ok, deleted.raw)
+        self.assertNotIn(cid, self.client.channel_list().channels)
+        again = self.client.send_broadcast(cid, payload=payload)
+        self.assertFalse(again.ok)
+        self.assertEqual((again.status, again.reason), (400, "ChannelNotRegistered"), again.raw)
+        bad = self.client.channel_create(storage="forever")
+        self.assertFalse(bad.ok)
+        self.assertEqual(bad.error, "bad_request")

@@ -372,11 +372,88 @@ final class DaemonTest extends TestCase
     public function testLineTooLongKeepsTheConnectionUsable(): void
     {
         $client = $this->client();
-        $r = $client->send(self::OK_TOKEN, ['payload' => ['aps' => ['alert' => 'x'], 'blob' => str_repeat('x', 70000)]]);
+        $r = $client->send(self::OK_TOKEN, ['payload' => ['aps' => ['alert' => 'x'], 'blob' => str_repeat('x', 140000)]]); // over the default max_line_bytes (128 KiB)
         $this->assertFalse($r->isOk());
         $this->assertSame('line_too_long', $r->getError(), $r->describe());
         $this->assertTrue($client->ping()['pong'], 'same connection still works');
         $this->assertTrue($client->send(self::OK_TOKEN, ['alert' => 'after a long line'])->isOk());
+    }
+
+    public function testMulticastMixedResultsInOrderWithCounts(): void
+    {
+        $tokens = [self::OK_TOKEN, self::token('0410'), self::token('0400'), 'not-a-token', self::token('a1b2')];
+        $r = $this->client()->sendMulticast($tokens, ['alert' => 'hi all']);
+        $this->assertFalse($r->isOk(), $r->describe());
+        $this->assertSame(2, $r->getSent(), $r->describe());
+        $this->assertSame(3, $r->getFailed(), $r->describe());
+        $results = $r->getResults();
+        $this->assertCount(5, $results);
+        $this->assertSame(200, $results[0]->getStatus());
+        $this->assertMatchesRegularExpression(self::UUID, (string) $results[0]->getApnsId());
+        $this->assertSame(410, $results[1]->getStatus());
+        $this->assertTrue($results[1]->isUnregistered());
+        $this->assertSame('BadDeviceToken', $results[2]->getReason());
+        $this->assertSame('invalid_token', $results[3]->getError());
+        $this->assertTrue($results[4]->isOk());
+        $this->assertSame([self::token('0410')], $r->getUnregisteredTokens());
+        $raw = $r->getRaw();
+        $this->assertCount(1, $raw, 'five tokens go in one multicast line');
+        $this->assertSame(2, $raw[0]['sent']);
+        $this->assertSame(3, $raw[0]['failed']);
+    }
+
+    public function testMulticast2500TokensThroughTheRealLineLimit(): void
+    {
+        $tokens = [];
+        for ($i = 0; $i < 2500; $i++) {
+            $tokens[] = 'a1b2' . str_pad(dechex($i), 60, '0', STR_PAD_LEFT);
+        }
+        $r = $this->client(30.0)->sendMulticast($tokens, ['alert' => 'many']);
+        $this->assertTrue($r->isOk(), $r->describe());
+        $this->assertSame(2500, $r->getSent());
+        $this->assertGreaterThanOrEqual(3, count($r->getRaw()));
+        foreach ($r->getRaw() as $line) {
+            $this->assertTrue($line['ok'], json_encode($line));
+            $this->assertLessThanOrEqual(1000, count($line['results']));
+        }
+        $this->assertSame($tokens, $r->getTokens());
+    }
+
+    public function testMulticastWaitFalseQueuedCount(): void
+    {
+        $tokens = [];
+        for ($i = 0; $i < 7; $i++) {
+            $tokens[] = self::token('a1b2');
+        }
+        $r = $this->client()->sendMulticast($tokens, ['alert' => 'queued', 'wait' => false]);
+        $this->assertTrue($r->isOk(), $r->describe());
+        $this->assertSame(7, $r->getQueued());
+        $this->assertSame(7, $r->getRaw()[0]['queued']);
+    }
+
+    public function testChannelsAndBroadcast(): void
+    {
+        $client = $this->client();
+        $created = $client->channelCreate('latest');
+        $this->assertTrue($created->isOk(), $created->describe());
+        $id = (string) $created->getChannelId();
+        $this->assertNotSame('', $id);
+        $got = $client->channelGet($id);
+        $this->assertTrue($got->isOk(), $got->describe());
+        $this->assertSame($id, $got->getChannelId());
+        $this->assertSame('latest', $got->getStorage());
+        $this->assertSame('liveactivity', strtolower((string) $got->getPushType()));
+        $this->assertContains($id, $client->channelList()->getChannels());
+        $payload = ['aps' => ['event' => 'update', 'timestamp' => time(), 'content-state' => ['score' => '1-0']]];
+        $sent = $client->sendBroadcast($id, ['payload' => $payload, 'priority' => 5]);
+        $this->assertTrue($sent->isOk(), $sent->describe());
+        $this->assertSame(200, $sent->getStatus());
+        $deleted = $client->channelDelete($id);
+        $this->assertTrue($deleted->isOk(), $deleted->describe());
+        $this->assertNotContains($id, $client->channelList()->getChannels());
+        $again = $client->sendBroadcast($id, ['payload' => $payload]);
+        $this->assertFalse($again->isOk());
+        $this->assertSame('ChannelNotRegistered', $again->getReason(), $again->describe());
     }
 
     /** Runs last: restarts the daemon under a client that keeps its connection. */

@@ -235,3 +235,19 @@ class ApnsdSendCommandTests(SimpleTestCase):
                              timeout=60)
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn(b"not delivered", bad.stderr)
+
+
+class MulticastHelperTests(SimpleTestCase):
+    """apnsd.django.send_push_multicast against the real daemon."""
+
+    class Device:
+        def __init__(self, token):
+            self.token = token
+
+    def test_send_push_multicast(self):
+        devices = [self.Device(OK), self.Device(GONE), self.Device("a1b2" * 16)]
+        r = apnsd_django.send_push_multicast(devices, alert="Hi all")
+        self.assertFalse(r.ok)
+        self.assertEqual((r.sent, r.failed), (2, 1))
+        self.assertEqual(r.unregistered_tokens, [GONE])
+        self.assertEqual(len(r.raw), 1)   # one multicast line
