@@ -44,6 +44,23 @@ func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e 
 		d.refused.Add(1)
 		return nil, ipc.Errorf(ipc.CodeBadRequest, "\"wait\":false needs the spool, and this apnsd has none (state_dir = \"\" in its config): send with \"wait\":true, or set state_dir")
 	}
+	j, e := d.accept(peer, s, n)
+	if e != nil {
+		return nil, e
+	}
+	// Outside d.mu: the first attempt is queued on the client right here,
+	// on the caller's goroutine (no goroutine per notification), and an
+	// attempt that fails at once may answer (and take locks) before
+	// deliver returns.
+	d.deliver(j)
+	return j.ch, nil
+}
+
+// accept does Submit's checks that need the current state and, when they
+// pass, takes the notification's queue slot and makes its job (and spools
+// it for wait:false). d.mu is held for reading throughout, so that no job
+// is accepted by a sender being retired or after shutdown began.
+func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification) (*job, *ipc.Error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	st := d.current()
@@ -91,8 +108,7 @@ func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e 
 	}
 	d.wg.Add(1)
 	es.active.Add(1)
-	go d.deliver(j)
-	return j.ch, nil
+	return j, nil
 }
 
 // job is one accepted notification, from Submit (or the replay at start)

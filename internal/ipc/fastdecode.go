@@ -62,6 +62,7 @@ var fastFields = [...]fastField{
 	fCollapseID: {"collapse_id", kindString},
 	fApnsID:     {"apns_id", kindString},
 	fWait:       {"wait", kindBool},
+	fDeadline:   {"deadline", kindInt64},
 }
 
 // Indexes into fastFields; fillRequest sets the field of each.
@@ -82,6 +83,7 @@ const (
 	fCollapseID
 	fApnsID
 	fWait
+	fDeadline
 )
 
 // fastMaxDepth bounds the nesting decodeFast follows inside a raw value
@@ -276,7 +278,11 @@ func fillRequest(line []byte, spans []fastSpan, req *Request) {
 			req.Priority = &v
 		case kindInt64:
 			v := sp.n
-			req.Expiration = &v
+			if sp.field == fDeadline {
+				req.Deadline = &v
+			} else {
+				req.Expiration = &v
+			}
 		case kindBool:
 			v := sp.n == 1
 			req.Wait = &v

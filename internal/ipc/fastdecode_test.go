@@ -71,6 +71,9 @@ var fastDecodeCases = []struct {
 	{`{}`, true},
 	{`{"op":"ping","id":null}`, true},
 	{`{"token":null,"wait":null,"priority":null,"expiration":null,"payload":null}`, true},
+	{`{"id":3,"token":"aa","alert":"x","deadline":1764612345678}`, true},
+	{`{"token":"aa","alert":"x","deadline":null}`, true},
+	{`{"token":"aa","alert":"x","deadline":1.5}`, false},
 	{`{"token":"aa","alert":"caf` + "\u00e9 \U0001F600" + `"}`, true},
 	{`{"token":"aa","alert":"tab\t\u0041\n\"q\"\\\/"}`, true},
 	{`{"id":{"a":1},"op":"ping"}`, true}, // decoded; checkID refuses it

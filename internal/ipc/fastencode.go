@@ -28,7 +28,7 @@ var responseFields = []struct {
 	{"Reason", "reason,omitempty", reflect.TypeFor[string]()},
 	{"ApnsID", "apns_id,omitempty", reflect.TypeFor[string]()},
 	{"Timestamp", "timestamp,omitempty", reflect.TypeFor[int64]()},
-	{"Queued", "queued,omitempty", reflect.TypeFor[bool]()},
+	{"Queued", "queued,omitempty", reflect.TypeFor[any]()},
 	{"Error", "error,omitempty", reflect.TypeFor[string]()},
 	{"Message", "message,omitempty", reflect.TypeFor[string]()},
 	{"Retryable", "retryable,omitempty", reflect.TypeFor[*bool]()},
@@ -37,6 +37,8 @@ var responseFields = []struct {
 	{"Health", "health,omitempty", reflect.TypeFor[string]()},
 	{"StatusReport", "", reflect.TypeFor[*StatusReport]()},
 	{"ReloadReport", "", reflect.TypeFor[*ReloadReport]()},
+	{"MulticastReport", "", reflect.TypeFor[*MulticastReport]()},
+	{"ChannelReport", "", reflect.TypeFor[*ChannelReport]()},
 }
 
 // fastResponseOK is whether Response is laid out as responseFields says.
@@ -76,7 +78,7 @@ func appendResponse(b []byte, r *Response) []byte {
 // b's contents beyond len(b) are then unspecified) for a response it
 // leaves to json.Marshal.
 func appendResponseFast(b []byte, r *Response) ([]byte, bool) {
-	if !fastResponseOK || r.StatusReport != nil || r.ReloadReport != nil {
+	if !fastResponseOK || r.StatusReport != nil || r.ReloadReport != nil || r.MulticastReport != nil || r.ChannelReport != nil {
 		return b, false
 	}
 	var ok bool
@@ -108,10 +110,21 @@ func appendResponseFast(b []byte, r *Response) ([]byte, bool) {
 		b = append(b, `,"timestamp":`...)
 		b = strconv.AppendInt(b, r.Timestamp, 10)
 	}
-	// (Written so that it compiles whatever Queued's type; it runs only
-	// when Queued is a bool, fastResponseOK.)
-	if q, _ := any(r.Queued).(bool); q {
-		b = append(b, `,"queued":true`...)
+	// Queued: nil or false (omitted), true, or a multicast's count; any
+	// other value is left to json.Marshal.
+	switch q := r.Queued.(type) {
+	case nil:
+	case bool:
+		if q {
+			b = append(b, `,"queued":true`...)
+		} else {
+			b = append(b, `,"queued":false`...)
+		}
+	case int:
+		b = append(b, `,"queued":`...)
+		b = strconv.AppendInt(b, int64(q), 10)
+	default:
+		return b, false
 	}
 	if b, ok = appendStringField(b, `,"error":`, r.Error); !ok {
 		return b, false

@@ -23,6 +23,7 @@ var fastEncodeCases = []struct {
 	{Response{ID: json.RawMessage(`1`), OK: true, Status: 200, ApnsID: "6f2a3b1c-0000-4000-8000-000000000001"}, true},
 	{Response{ID: json.RawMessage(`"req-7"`), Status: 410, Reason: "Unregistered", ApnsID: "x", Timestamp: 1733000000000}, true},
 	{Response{ID: json.RawMessage(`-1.5e3`), OK: true, Queued: true}, true},
+	{Response{ID: json.RawMessage(`7`), OK: true, Queued: 1000}, true},
 	{*ErrorResponse(Errorf(CodeUnknownOp, "unknown op %q (known: %s)", "x<y>&\t\n\r\b\f\x01\\", opNames())), true},
 	{*ErrorResponse(Errorf(CodeQueueFull, "queue full")), true},
 	{Response{OK: true, Pong: true, Version: "1.2.3"}, true},
@@ -79,9 +80,28 @@ func FuzzFastEncode(f *testing.F) {
 		if r.Retryable != nil {
 			hasRetry, retry = true, *r.Retryable
 		}
-		f.Add([]byte(r.ID), r.OK, r.Status, r.Reason, r.ApnsID, r.Timestamp, r.Queued, r.Error, r.Message, hasRetry, retry, r.Pong, r.Version+r.Health)
+		// Queued as (kind, n): 0 nil, 1 a bool (n odd), 2 a count n.
+		var qKind uint8
+		var qN int
+		switch q := r.Queued.(type) {
+		case bool:
+			qKind = 1
+			if q {
+				qN = 1
+			}
+		case int:
+			qKind, qN = 2, q
+		}
+		f.Add([]byte(r.ID), r.OK, r.Status, r.Reason, r.ApnsID, r.Timestamp, qKind, qN, r.Error, r.Message, hasRetry, retry, r.Pong, r.Version+r.Health)
 	}
-	f.Fuzz(func(t *testing.T, id []byte, ok bool, status int, reason, apnsID string, ts int64, queued bool, code, msg string, hasRetry, retry, pong bool, version string) {
+	f.Fuzz(func(t *testing.T, id []byte, ok bool, status int, reason, apnsID string, ts int64, qKind uint8, qN int, code, msg string, hasRetry, retry, pong bool, version string) {
+		var queued any
+		switch qKind % 3 {
+		case 1:
+			queued = qN%2 != 0
+		case 2:
+			queued = qN
+		}
 		r := &Response{ID: id, OK: ok, Status: status, Reason: reason, ApnsID: apnsID, Timestamp: ts, Queued: queued, Error: code, Message: msg, Pong: pong, Version: version, Health: version}
 		if hasRetry {
 			r.Retryable = &retry

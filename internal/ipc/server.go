@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -103,8 +105,13 @@ type Server struct {
 	perUID    map[int]int
 	stopping  bool
 	rl        *lograte.Limiter
+	// peakConns is the most connections open at once since memory was
+	// last handed back (see releaseMemory).
+	peakConns int
 
 	// The fields below are safe for concurrent use on their own.
+	lastRelease atomic.Int64 // UnixNano of the last releaseMemory
+	releasing   atomic.Bool  // a releaseMemory is due
 	// refusing bounds the goroutines answering refused connections.
 	refusing   chan struct{}
 	refuseOnce sync.Once
@@ -229,6 +236,7 @@ func (s *Server) admit(c net.Conn) {
 	}
 
 	s.conns[c] = &connState{peer: peer}
+	s.peakConns = max(s.peakConns, len(s.conns))
 	s.perUID[peer.UID]++
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -334,8 +342,15 @@ func (s *Server) serveConn(c net.Conn, peer *Peer) {
 		if s.perUID[peer.UID]--; s.perUID[peer.UID] <= 0 {
 			delete(s.perUID, peer.UID)
 		}
+		release := s.peakConns >= releaseAfterPeak && len(s.conns) <= s.peakConns/4
+		if release {
+			s.peakConns = len(s.conns)
+		}
 		s.mu.Unlock()
 		c.Close()
+		if release {
+			s.releaseMemory()
+		}
 	}()
 	if s.Authorize != nil {
 		if e := s.Authorize(peer); e != nil {
@@ -565,3 +580,27 @@ func (s *Server) handleLine(p *Peer, line []byte) pending {
 	}
 	return op.handle(s, p, req)
 }
+
+// releaseAfterPeak: once this many connections were open at once and
+// three quarters of them have closed, the memory they used is handed back
+// to the system (releaseMemory).
+const releaseAfterPeak = 64
+
+// releaseMemory hands memory freed by closed connections back to the
+// system at once (a GC and a scavenge), at most every releaseEvery. Without
+// it a burst of connections (hundreds of clients, or a hostile peer filling
+// its quota) leaves the daemon's RSS at its peak until the runtime's next
+// periodic GC, up to two minutes later, and then returns it only slowly.
+func (s *Server) releaseMemory() {
+	if !s.releasing.CompareAndSwap(false, true) {
+		return // one is already due
+	}
+	wait := time.Until(time.Unix(0, s.lastRelease.Load()).Add(releaseEvery))
+	time.AfterFunc(max(wait, 0), func() {
+		debug.FreeOSMemory()
+		s.lastRelease.Store(time.Now().UnixNano())
+		s.releasing.Store(false)
+	})
+}
+
+const releaseEvery = 5 * time.Second
