@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apnsd/apnsd/internal/config"
 	"github.com/apnsd/apnsd/internal/ipc"
 )
 
@@ -146,4 +147,51 @@ func lastRetryIn(log string) string {
 	}
 	v, _, _ = strings.Cut(v, " ")
 	return v
+}
+
+// TestConfigReloadUnavailableWait: a config reload that changes
+// unavailable_wait rebuilds the apps, whose environments then carry the
+// new wait (the value their clients are built with).
+func TestConfigReloadUnavailableWait(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	c := h.dial()
+	wait := func() map[string]time.Duration {
+		got := map[string]time.Duration{}
+		for _, es := range h.d.current().senders() {
+			got[es.cfg.Name] = es.cfg.UnavailableWait
+		}
+		return got
+	}
+	for env, w := range wait() {
+		if w != config.DefaultUnavailableWait {
+			t.Errorf("%s: unavailable_wait %s at start, want the default %s", env, w, config.DefaultUnavailableWait)
+		}
+	}
+	orig, err := os.ReadFile(h.cfgPath)
+	must(t, err)
+	must(t, os.WriteFile(h.cfgPath, append([]byte("unavailable_wait = \"1500ms\"\n"), orig...), 0o644))
+	if m := c.do(`{"op":"reload"}`); m["ok"] != true || !strings.Contains(fmt.Sprint(m["reloaded"]), `app "app" changed`) {
+		t.Fatalf("reload: %v", m)
+	}
+	for env, w := range wait() {
+		if w != 1500*time.Millisecond {
+			t.Errorf("%s: unavailable_wait %s after the reload, want 1.5s", env, w)
+		}
+	}
+	if m := c.do(`{"token":"aa","alert":"x"}`); m["ok"] != true {
+		t.Errorf("send after the reload: %v", m)
+	}
+	// A wait longer than request_timeout (10s here) is refused; the
+	// running configuration stays.
+	must(t, os.WriteFile(h.cfgPath, append([]byte("unavailable_wait = \"11s\"\n"), orig...), 0o644))
+	m := c.do(`{"op":"reload"}`)
+	wantErr(t, m, ipc.CodeReloadFailed)
+	if msg := fmt.Sprint(m["message"]); !strings.Contains(msg, "unavailable_wait: must be at most request_timeout (10s), got 11s") {
+		t.Errorf("reload error %q does not say what is wrong with unavailable_wait", msg)
+	}
+	for env, w := range wait() {
+		if w != 1500*time.Millisecond {
+			t.Errorf("%s: unavailable_wait %s after a refused reload, want 1.5s kept", env, w)
+		}
+	}
 }
