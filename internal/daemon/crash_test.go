@@ -37,13 +37,18 @@ type apnsdProc struct {
 }
 
 // procConfig is a config for a child apnsd using the harness's stand-ins
-// and credentials (sandbox only), with its own socket and state_dir.
-func (h *harness) procConfig(name, sock, stateDir, top string) string {
-	cfg := fmt.Sprintf(`request_timeout = "10s"
-state_dir = %q
+// and credentials (sandbox only), with its own socket and state_dir; top is
+// extra top-level TOML (request_timeout defaults to 10s), socket extra
+// [socket] TOML.
+func (h *harness) procConfig(name, sock, stateDir, top, socket string) string {
+	if !strings.Contains(top, "request_timeout") {
+		top += "\nrequest_timeout = \"10s\""
+	}
+	cfg := fmt.Sprintf(`state_dir = %q
 %s
 [socket]
 path = %q
+%s
 [[apps]]
 name = "app"
 topic = "com.example.app"
@@ -53,7 +58,7 @@ default_env = "sandbox"
   key_file = "sb.key"
   endpoint = %q
   ca_file = "ca.pem"
-`, stateDir, top, sock, h.sandbox.URL)
+`, stateDir, top, sock, socket, h.sandbox.URL)
 	path := filepath.Join(h.dir, name)
 	must(h.t, os.WriteFile(path, []byte(cfg), 0o644))
 	return path
@@ -188,7 +193,7 @@ func TestCrashKill9KeepsQueued(t *testing.T) {
 	})
 	sock := filepath.Join(h.dir, "k.sock")
 	state := filepath.Join(h.dir, "k-state")
-	cfg := h.procConfig("k.toml", sock, state, "queue_size = 1000000")
+	cfg := h.procConfig("k.toml", sock, state, "queue_size = 1000000", "")
 	p := startProc(t, bin, nil, "-config", cfg, "-log-format", "text")
 	p.waitReady(sock)
 
@@ -291,7 +296,7 @@ func TestShutdownDeadlineKeepsQueued(t *testing.T) {
 		return apnstest.Reply{Status: 503, Reason: "ServiceUnavailable"}
 	})
 	sock := filepath.Join(h.dir, "t.sock")
-	cfg := h.procConfig("t.toml", sock, filepath.Join(h.dir, "t-state"), `shutdown_timeout = "1s"`)
+	cfg := h.procConfig("t.toml", sock, filepath.Join(h.dir, "t-state"), `shutdown_timeout = "1s"`, "")
 	p := startProc(t, bin, nil, "-config", cfg, "-log-format", "text")
 	p.waitReady(sock)
 	c := &conn{t: t}
@@ -362,7 +367,7 @@ func TestExpiredInHeldSocket(t *testing.T) {
 	fmt.Fprintf(nc, `{"id":"plain","token":"9c0003","alert":"x"}`+"\n")
 	time.Sleep(time.Until(time.UnixMilli(dl)) + 500*time.Millisecond)
 
-	cfg := h.procConfig("held.toml", sock, filepath.Join(h.dir, "held-state"), "")
+	cfg := h.procConfig("held.toml", sock, filepath.Join(h.dir, "held-state"), "", "")
 	// LISTEN_PID must be apnsd's own pid: the shell's $$ survives exec.
 	p := startProc(t, "/bin/sh", func(cmd *exec.Cmd) {
 		cmd.ExtraFiles = []*os.File{lf}
@@ -431,7 +436,7 @@ func TestApnsctlAcrossRestarts(t *testing.T) {
 	lf, err := l.File()
 	must(t, err)
 	defer lf.Close()
-	cfg := h.procConfig("r.toml", sock, filepath.Join(h.dir, "r-state"), `shutdown_timeout = "5s"`)
+	cfg := h.procConfig("r.toml", sock, filepath.Join(h.dir, "r-state"), `shutdown_timeout = "5s"`, "")
 	start := func() *apnsdProc {
 		return startProc(t, "/bin/sh", func(cmd *exec.Cmd) {
 			cmd.ExtraFiles = []*os.File{lf}

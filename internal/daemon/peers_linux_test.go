@@ -353,24 +353,7 @@ func runBinary(t *testing.T, h *harness, socket string, prefix ...string) (sock 
 	t.Helper()
 	bin := buildApnsd(t)
 	sock = filepath.Join(h.dir, "b.sock")
-	cfg := fmt.Sprintf(`request_timeout = "30s"
-state_dir = %q
-[socket]
-path = %q
-mode = "0666"
-%s
-[[apps]]
-name = "app"
-topic = "com.example.app"
-default_env = "sandbox"
-  [apps.sandbox]
-  cert_file = "sb.crt"
-  key_file = "sb.key"
-  endpoint = %q
-  ca_file = "ca.pem"
-`, filepath.Join(h.dir, "bin-state"), sock, socket, h.sandbox.URL)
-	cfgPath := filepath.Join(h.dir, "bin.toml")
-	must(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
+	cfgPath := h.procConfig("bin.toml", sock, filepath.Join(h.dir, "bin-state"), `request_timeout = "30s"`, "mode = \"0666\"\n"+socket)
 	logs = &syncBuffer{}
 	args := append(append([]string(nil), prefix...), bin, "-config", cfgPath, "-log-format", "text")
 	cmd := exec.Command(args[0], args[1:]...)

@@ -428,7 +428,7 @@ func scanString(b []byte, i int, escapes bool) (int, bool) {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				i += 2
 			case 'u':
-				r, ok := fastHex4(b, i+2)
+				r, ok := hex4(b, i+2)
 				if !ok || r >= 0xD800 && r < 0xE000 {
 					return i, false
 				}
@@ -480,29 +480,6 @@ func scanNumber(b []byte, i int) (int, bool) {
 		}
 	}
 	return i, true
-}
-
-// fastHex4 reads the four hex digits at b[at:at+4].
-func fastHex4(b []byte, at int) (rune, bool) {
-	if at+4 > len(b) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[at : at+4] {
-		var v byte
-		switch {
-		case c >= '0' && c <= '9':
-			v = c - '0'
-		case c >= 'a' && c <= 'f':
-			v = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			v = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(v)
-	}
-	return r, true
 }
 
 // alreadyCompact reports whether raw is one JSON value (as scanValue takes

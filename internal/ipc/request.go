@@ -396,6 +396,7 @@ func loneSurrogate(b []byte) int {
 	return -1
 }
 
+// hex4 reads the four hex digits at b[at:at+4] (a \u escape's).
 func hex4(b []byte, at int) (rune, bool) {
 	if at+4 > len(b) {
 		return 0, false
