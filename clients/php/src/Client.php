@@ -40,8 +40,11 @@ final class Client
     /** apnsd takes at most this many tokens in one multicast request line. */
     public const MAX_MULTICAST_TOKENS = 1000;
 
-    /** apnsd's default request line limit; multicast lines are kept below it. */
-    public const DEFAULT_LINE_LIMIT = 65536;
+    /**
+     * apnsd's default request line limit (socket.max_line_bytes, 128 KiB: a
+     * full batch of 1000 64-hex tokens fits); multicast lines are kept below it.
+     */
+    public const DEFAULT_LINE_LIMIT = 131072;
 
     /** Codes (answered "retryable": true) retried at once, on a fresh connection. */
     public const RETRY_AT_ONCE = ['shutting_down'];
@@ -157,7 +160,7 @@ final class Client
      *        resend_unanswered (bool, default true): resend what a broken connection left
      *            unanswered (at least once); false: throw ConnectionLostException instead.
      *        send_deadline (bool, default true): put "deadline" on every request.
-     *        max_line_bytes (int, default 65536): apnsd's socket.max_line, if changed.
+     *        max_line_bytes (int, default 131072): apnsd's socket.max_line_bytes, if changed.
      *        sleep (callable(float $seconds): void): replaces usleep() for the backoff
      *            (for tests).
      *        log (callable(string $message): void): where the client's rare warnings go
@@ -313,15 +316,17 @@ final class Client
 
     /**
      * Sends one notification to many device tokens (multicast). Up to 1000
-     * tokens go in one request line (fewer when the line would pass apnsd's
-     * 64 KiB line limit); a longer list is split into several pipelined lines,
+     * tokens go in one request line (fewer when the line would pass
+     * max_line_bytes, apnsd's line limit, 128 KiB by default); a longer list is split into several pipelined lines,
      * transparently. $options are those of send().
      *
      * The MulticastResult has one Result per token in the order given
      * (getResults(), or iterate it), getSent()/getFailed() counts and helpers
      * such as getUnregisteredTokens() (the tokens, as you passed them, to
      * delete). A malformed token fails its own entry (invalid_token), never
-     * the batch. With "wait" => false only getQueued() is known. Tokens whose
+     * the batch. With "wait" => false each token's Result is queued (isQueued():
+     * apnsd has it on disk) or apnsd's refusal of that token (e.g.
+     * invalid_token), and getQueued() counts the queued ones. Tokens whose
      * own entry is a retryable refusal (shutting_down, queue_full,
      * unavailable) are retried alone. An empty $tokens asks apnsd nothing.
      *
@@ -359,38 +364,23 @@ final class Client
         foreach ($pending as $p) {
             $raw[] = $p->response;
         }
-        if (!$wait) {
-            $queued = 0;
-            $entries = [];
-            foreach ($pending as $i => $p) {
-                $resp = $p->response;
-                if (($resp['ok'] ?? null) === true) {
-                    $queued += is_int($resp['queued'] ?? null) ? $resp['queued'] : count($chunks[$i]);
-                    foreach ($chunks[$i] as $t) {
-                        $entries[] = ['token' => $t, 'ok' => true, 'queued' => true];
-                    }
-                } else {
-                    foreach (self::batchFailure($resp, $chunks[$i]) as $e) {
-                        $entries[] = $e;
-                    }
-                }
-            }
-
-            return new MulticastResult($given, $entries, $queued, $raw);
-        }
         $perBatch = [];
         foreach ($pending as $i => $p) {
-            $perBatch[$i] = $this->multicastEntries($p->response, $chunks[$i]);
+            $perBatch[$i] = $this->multicastEntries($p->response, $chunks[$i], $wait);
         }
-        $this->retryMulticastEntries($base, $pending, $chunks, $perBatch);
+        $this->retryMulticastEntries($base, $pending, $chunks, $perBatch, $wait);
         $entries = [];
+        $queued = 0;
         foreach ($perBatch as $batch) {
             foreach ($batch as $e) {
                 $entries[] = $e;
+                if (!$wait && ($e['ok'] ?? null) === true && ($e['queued'] ?? null) === true) {
+                    ++$queued;
+                }
             }
         }
 
-        return new MulticastResult($given, $entries, 0, $raw);
+        return new MulticastResult($given, $entries, $queued, $raw);
     }
 
     /**
@@ -672,17 +662,31 @@ final class Client
 
     /**
      * The per-token entries of one multicast answer (one per token of
-     * $chunk). An answer without "results" (the whole line refused) becomes
-     * that refusal for each token.
+     * $chunk). An answer without "results" is, with $wait false and "ok"
+     * true ({"ok":true,"queued":N}), every token queued; else the whole line
+     * refused: that refusal for each token. An answer with "results" (also
+     * with $wait false when apnsd refused some tokens:
+     * {"ok":false,"queued":N,"results":[..]}) gives each token its own
+     * entry, queued or refused. Throws ProtocolException (and closes the
+     * connection) when "results" does not match $chunk.
      *
      * @param array<string, mixed> $resp
      * @param list<string>         $chunk
      *
      * @return list<array<string, mixed>>
      */
-    private function multicastEntries(array $resp, array $chunk): array
+    private function multicastEntries(array $resp, array $chunk, bool $wait = true): array
     {
         if (!array_key_exists('results', $resp)) {
+            if (!$wait && ($resp['ok'] ?? null) === true) {
+                $out = [];
+                foreach ($chunk as $t) {
+                    $out[] = ['token' => $t, 'ok' => true, 'queued' => true];
+                }
+
+                return $out;
+            }
+
             return self::batchFailure($resp, $chunk);
         }
         $results = $resp['results'];
@@ -740,7 +744,7 @@ final class Client
      * @param list<list<string>>                     $chunks
      * @param array<int, list<array<string, mixed>>> $perBatch
      */
-    private function retryMulticastEntries(array $base, array $pending, array $chunks, array &$perBatch): void
+    private function retryMulticastEntries(array $base, array $pending, array $chunks, array &$perBatch, bool $wait = true): void
     {
         while (true) {
             $retry = [];
@@ -799,7 +803,7 @@ final class Client
             $this->run($subs, array_keys($subs), $atOnce);
             foreach ($retry as $b => $positions) {
                 $pending[$b]->attempts = $subs[$b]->attempts;
-                $fresh = $this->multicastEntries($subs[$b]->response, $subChunks[$b]);
+                $fresh = $this->multicastEntries($subs[$b]->response, $subChunks[$b], $wait);
                 foreach ($positions as $j => $i) {
                     $perBatch[$b][$i] = $fresh[$j];
                 }

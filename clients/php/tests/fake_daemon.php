@@ -35,7 +35,10 @@
  *
  * Protocol 1.1, on every connection: a request read after its "deadline" is
  * answered expired; "tokens" is a multicast (per-token results by the token
- * rules below; "wait": false -> queued N); "channel_id" is a broadcast send
+ * rules below; "wait": false -> {"ok":true,"queued":N} when every token is
+ * taken, else, as apnsd answers, {"ok":false,"queued":N,"sent":0,"failed":M,
+ * "results":[..]}: invalid tokens and retry hooks refuse their own entry, the
+ * others are {"token":..,"ok":true,"queued":true}); "channel_id" is a broadcast send
  * (200 for a channel that exists, else 400 BadChannelId); channel_create,
  * channel_get, channel_list, channel_delete keep channels per (app, env).
  *
@@ -317,7 +320,7 @@ function multicast(array $req): array
         return ['ok' => false, 'error' => 'unknown_app', 'message' => 'no such app', 'retryable' => false];
     }
     if (isset($req['wait']) && $req['wait'] === false) {
-        return ['ok' => true, 'queued' => count($tokens)];
+        return queuedMulticast($tokens);
     }
     $results = array_map('tokenEntry', $tokens);
     $sent = count(array_filter($results, static function (array $r): bool {
@@ -325,6 +328,32 @@ function multicast(array $req): array
     }));
 
     return ['ok' => $sent === count($results), 'sent' => $sent, 'failed' => count($results) - $sent, 'results' => $results];
+}
+
+/** A "wait": false multicast, answered as apnsd does (daemon multicast.go, queuedAnswer). */
+function queuedMulticast(array $tokens): array
+{
+    $results = [];
+    $queued = 0;
+    foreach ($tokens as $raw) {
+        $token = strtolower(preg_replace('/[<>\s]/', '', (string) $raw));
+        if ($token === '' || strlen($token) % 2 !== 0 || !ctype_xdigit($token)) {
+            $results[] = ['token' => $raw, 'ok' => false, 'error' => 'invalid_token', 'message' => 'token is not hex', 'retryable' => false];
+            continue;
+        }
+        $hooked = retryHook($token);
+        if ($hooked !== null) {
+            $results[] = ['token' => $token] + $hooked;
+            continue;
+        }
+        $results[] = ['token' => $token, 'ok' => true, 'queued' => true];
+        ++$queued;
+    }
+    if ($queued === count($results)) {
+        return ['ok' => true, 'queued' => $queued];
+    }
+
+    return ['ok' => false, 'queued' => $queued, 'sent' => 0, 'failed' => count($results) - $queued, 'results' => $results];
 }
 
 function channelOp(string $op, array $req): array

@@ -41,9 +41,10 @@ APNS_OPTIONS = ("topic", "push_type", "priority", "expiration", "collapse_id", "
 #: :meth:`Client.send_multicast` splits longer lists into several lines.
 MAX_MULTICAST_TOKENS = 1000
 
-#: apnsd's default request line limit (socket.max_line); multicast lines are
-#: kept below it (``Client(max_line_bytes=...)`` if apnsd is set otherwise).
-DEFAULT_LINE_LIMIT = 64 * 1024
+#: apnsd's default request line limit (``socket.max_line_bytes``, 128 KiB,
+#: which takes a full batch of 1000 64-hex tokens); multicast lines are kept
+#: below it (``Client(max_line_bytes=...)`` if apnsd is set otherwise).
+DEFAULT_LINE_LIMIT = 128 * 1024
 
 # Room left in a line for the "id" and "deadline" fields the client adds.
 _LINE_RESERVE = 96
@@ -345,8 +346,9 @@ class Client(object):
         ``failed``, and helpers such as ``unregistered_tokens`` (the tokens,
         as you passed them, that APNs says are dead: delete them).  A
         malformed token fails its own entry (``invalid_token``), never the
-        batch.  With ``wait=False`` the result only says how many were
-        queued (``result.queued``) and has no per-token results.
+        batch.  With ``wait=False`` each token's result is ``queued`` (apnsd
+        has it on disk) or apnsd's refusal of that token (e.g.
+        ``invalid_token``), and ``result.queued`` counts the queued ones.
 
         Per-token answers marked retryable (``shutting_down``,
         ``queue_full``, ``unavailable``) are retried for those tokens only,
@@ -363,24 +365,14 @@ class Client(object):
         chunks = self._multicast_chunks(base, wire)
         reqs = [_Req(dict(base, tokens=chunk)) for chunk in chunks]
         self._run_reqs(reqs)
-        if not wait:
-            queued = 0
-            entries = []
-            for req, chunk in zip(reqs, chunks):
-                resp = req.response
-                if resp.get("ok") is True:
-                    q = resp.get("queued")
-                    queued += q if isinstance(q, int) and not isinstance(q, bool) else len(chunk)
-                    entries.extend({"token": t, "ok": True, "queued": True} for t in chunk)
-                else:
-                    entries.extend(_batch_failure(resp, chunk))
-            return MulticastResult(originals, entries, queued=queued,
-                                   raw=[r.response for r in reqs])
-        per_batch = [self._multicast_entries(req.response, chunk)
+        per_batch = [self._multicast_entries(req.response, chunk, wait)
                      for req, chunk in zip(reqs, chunks)]
-        self._retry_multicast_entries(base, reqs, chunks, per_batch)
+        self._retry_multicast_entries(base, reqs, chunks, per_batch, wait)
         entries = [e for batch in per_batch for e in batch]
-        return MulticastResult(originals, entries, raw=[r.response for r in reqs])
+        queued = 0 if wait else sum(1 for e in entries if e.get("ok") is True
+                                    and e.get("queued") is True)
+        return MulticastResult(originals, entries, queued=queued,
+                               raw=[r.response for r in reqs])
 
     def send_broadcast(self, channel_id, alert=None, badge=None, sound=None, payload=None,
                        app=None, env=None, wait=True, **apns_options):
@@ -485,12 +477,19 @@ class Client(object):
             chunks.append(chunk)
         return chunks
 
-    def _multicast_entries(self, resp, chunk):
+    def _multicast_entries(self, resp, chunk, wait=True):
         """Per-token entry dicts for one multicast answer (len(chunk) of
-        them).  An answer without ``results`` (the whole request refused)
-        becomes that refusal for every token."""
+        them).  An answer without ``results`` is, with ``wait=False`` and
+        ``ok`` true (``{"ok":true,"queued":N}``), every token queued; else
+        the whole request refused: that refusal for every token.  An answer
+        with ``results`` (also ``wait=False`` when apnsd refused some
+        tokens: ``{"ok":false,"queued":N,"results":[..]}``) gives each
+        token its own entry, queued or refused.  Raises ProtocolError (and
+        closes the connection) when ``results`` does not match ``chunk``."""
         results = resp.get("results")
         if results is None:
+            if not wait and resp.get("ok") is True:
+                return [{"token": t, "ok": True, "queued": True} for t in chunk]
             return _batch_failure(resp, chunk)
         if not isinstance(results, list) or len(results) != len(chunk) \
                 or not all(isinstance(e, dict) for e in results):
@@ -501,7 +500,7 @@ class Client(object):
                    _clip(json.dumps(resp).encode("utf-8"))))
         return list(results)
 
-    def _retry_multicast_entries(self, base, reqs, chunks, per_batch):
+    def _retry_multicast_entries(self, base, reqs, chunks, per_batch, wait=True):
         """Resend, as smaller multicasts, the tokens whose own entry is a
         retryable refusal, until they get a final entry or their request's
         attempts or deadline run out (the last refusal then stands)."""
@@ -541,7 +540,7 @@ class Client(object):
             for (b, positions, parent), sub in zip(retry, subs):
                 parent.attempts = sub.attempts
                 sub_chunk = [chunks[b][i] for i in positions]
-                fresh_entries = self._multicast_entries(sub.response, sub_chunk)
+                fresh_entries = self._multicast_entries(sub.response, sub_chunk, wait)
                 for i, e in zip(positions, fresh_entries):
                     per_batch[b][i] = e
 

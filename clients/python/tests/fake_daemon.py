@@ -10,7 +10,7 @@ Canned behaviour (by op, then by the cleaned device token):
   token 0400...                  -> 400 BadDeviceToken
   token 0403 / 0429 / 0500 / 0503 -> 403 / 429 / 500 / 503
   payload (with shorthands) > 4096 bytes -> error payload_too_large
-  line > 64 KiB                  -> error line_too_long (no id)
+  line > 128 KiB                 -> error line_too_long (no id)
   anything else                  -> 200 with a fresh apns_id
 
 Test hooks, selected by the token of a send:
@@ -33,7 +33,11 @@ They work for single sends and for each token of a multicast.
 Protocol 1.1:
   deadline        recorded; a request read after it is answered expired
   tokens          multicast: one answer with per-token results (the token
-                  logic above), sent/failed counts; wait false -> queued N
+                  logic above), sent/failed counts; wait false ->
+                  {"ok":true,"queued":N} when every token is taken, else
+                  (an invalid token, a retry hook) as apnsd does
+                  {"ok":false,"queued":N,"sent":0,"failed":M,"results":[..]}
+                  with {"token":..,"ok":true,"queued":true} for the queued
   channel_id      broadcast send: 200 when the channel exists, else 400
                   BadChannelId
   channel_create / channel_get / channel_list / channel_delete, per (app, env)
@@ -44,7 +48,7 @@ that many answers), drop_first_ping, crlf (answer with \\r\\n), blank_lines
 first connection only: read that many lines, answer none of them, close --
 a daemon going away mid-pipeline; with vanish_on_hangup, the fake also
 stops listening and removes its socket then), line_limit (bytes, default
-64 KiB, as apnsd), close_on_shutting_down (close a
+128 KiB, as apnsd), close_on_shutting_down (close a
 connection right after answering shutting_down, as apnsd does when it
 stops), no_deadline_field (answer any request with "deadline" like an
 apnsd older than 1.1: bad_request unknown field "deadline"), and
@@ -85,7 +89,7 @@ class FakeDaemon(object):
         self.require_content = False   # like apnsd: a send needs payload or a shorthand
         self.hangup_after_reading = None
         self.vanish_on_hangup = False
-        self.line_limit = 64 * 1024
+        self.line_limit = 128 * 1024
         self.close_on_shutting_down = False
         self.no_deadline_field = False
         self.answer_delay = 0.0
@@ -407,10 +411,32 @@ class FakeDaemon(object):
             return dict(base, ok=False, error="unknown_app", message="no app %r" % req.get("app"),
                         retryable=False)
         if req.get("wait") is False:
-            return dict(base, ok=True, queued=len(tokens))
+            return self._queued_multicast(base, tokens)
         results = [self._token_entry(t) for t in tokens]
         sent = sum(1 for r in results if r["ok"])
         return dict(base, ok=sent == len(results), sent=sent, failed=len(results) - sent,
+                    results=results)
+
+    def _queued_multicast(self, base, tokens):
+        """A wait:false multicast, answered as apnsd does (daemon
+        multicast.go, queuedAnswer): invalid tokens and retry hooks refuse
+        their own entry, every other token is queued."""
+        results = []
+        for raw_token in tokens:
+            token = clean_token(raw_token)
+            if token is None:
+                results.append({"token": raw_token, "ok": False, "error": "invalid_token",
+                                "message": "bad token", "retryable": False})
+                continue
+            hooked = self._retry_hook(token)
+            if hooked is not None:
+                results.append(dict(hooked, token=token))
+            else:
+                results.append({"token": token, "ok": True, "queued": True})
+        queued = sum(1 for r in results if r["ok"])
+        if queued == len(results):
+            return dict(base, ok=True, queued=queued)
+        return dict(base, ok=False, queued=queued, sent=0, failed=len(results) - queued,
                     results=results)
 
     def _channel_op(self, base, op, req):

@@ -365,15 +365,46 @@ class TestMulticast(Case):
         self.assertEqual(r.unregistered_tokens, [t for t in tokens if t.startswith("0410")])
         self.assertEqual(len(r.raw), 3)
 
-    def test_lines_stay_within_the_line_limit(self):
-        # 1000 tokens of 64 hex digits make a line longer than apnsd's
-        # default 64 KiB limit: the client splits by bytes as well.
+    def test_default_line_limit_is_apnsds(self):
+        self.assertEqual(apnsd.client.DEFAULT_LINE_LIMIT, 131072)
+        self.assertEqual(self.client.max_line_bytes, 131072)
+
+    def test_a_full_batch_of_64_hex_tokens_is_one_line(self):
+        # 1000 tokens of 64 hex digits make a line of about 67 KB: apnsd's
+        # default 128 KiB limit takes it, so the default client sends the
+        # 1000 in one line.
         tokens = ["%064x" % (i + 1) for i in range(2500)]
         payload = {"aps": {"alert": "y" * 3000}}
         r = self.client.send_multicast(tokens, payload=payload)
         self.assertTrue(r.ok, [x.raw for x in r if not x.ok][:2])
+        self.assertEqual([len(q["tokens"]) for q in self.daemon.requests], [1000, 1000, 500])
+        self.assertGreater(len(self.daemon.raw_lines[0]), 64 * 1024)
+        for line in self.daemon.raw_lines:
+            self.assertLessEqual(len(line), 128 * 1024)
+
+    def test_lines_stay_within_the_line_limit(self):
+        # 1000 tokens of 200 hex digits (longer tokens than Apple's today)
+        # would make a line of about 200 KB: the client splits by bytes.
+        tokens = ["%0200x" % (i + 1) for i in range(2500)]
+        payload = {"aps": {"alert": "y" * 3000}}
+        r = self.client.send_multicast(tokens, payload=payload)
+        self.assertTrue(r.ok, [x.raw for x in r if not x.ok][:2])
+        self.assertEqual([x.token for x in r], tokens)
         self.assertEqual(sum(len(q["tokens"]) for q in self.daemon.requests), 2500)
-        self.assertGreater(len(self.daemon.requests), 2)
+        self.assertGreaterEqual(len(self.daemon.requests), 4)   # 3 would do by count alone
+        for line in self.daemon.raw_lines:
+            self.assertLessEqual(len(line), 128 * 1024)
+        self.assertGreater(len(self.daemon.raw_lines[0]), 100 * 1024)   # no smaller than needed
+
+    def test_a_smaller_max_line_bytes_splits_a_full_batch(self):
+        # An apnsd set to the old 64 KiB limit: Client(max_line_bytes=65536).
+        self.daemon.line_limit = 64 * 1024
+        client = self.make(max_line_bytes=65536)
+        tokens = ["%064x" % (i + 1) for i in range(1000)]
+        r = client.send_multicast(tokens, alert="x")
+        self.assertTrue(r.ok, [x.raw for x in r if not x.ok][:2])
+        self.assertEqual(len(self.daemon.requests), 2)
+        self.assertEqual(sum(len(q["tokens"]) for q in self.daemon.requests), 1000)
         for line in self.daemon.raw_lines:
             self.assertLessEqual(len(line), 64 * 1024)
 
@@ -382,9 +413,52 @@ class TestMulticast(Case):
         r = self.client.send_multicast(tokens, alert="x", wait=False)
         self.assertTrue(r.ok)
         self.assertEqual(r.queued, 1200)
-        self.assertEqual(r.sent, 0)
+        self.assertEqual((r.sent, r.failed), (0, 0))
         self.assertTrue(all(x.queued for x in r))
         self.assertEqual([q["wait"] for q in self.daemon.requests], [False, False])
+
+    def test_wait_false_with_refused_tokens_reads_the_results(self):
+        # apnsd answers {"ok":false,"queued":N,"results":[..]} when it
+        # refused some tokens of a wait:false multicast.
+        tokens = [OK_TOKEN, "zz", "%064x" % 7, "not-hex"]
+        r = self.client.send_multicast(tokens, alert="x", wait=False)
+        self.assertFalse(r.ok)
+        self.assertEqual((r.queued, r.sent, r.failed), (2, 0, 2))
+        self.assertEqual([x.ok for x in r], [True, False, True, False])
+        self.assertEqual([x.queued for x in r], [True, False, True, False])
+        self.assertEqual([x.error for x in r], [None, "invalid_token", None, "invalid_token"])
+        self.assertEqual(r.failed_tokens, ["zz", "not-hex"])
+        self.assertEqual(r.succeeded_tokens, [OK_TOKEN, "%064x" % 7])
+        self.assertEqual(r.retryable_tokens, [])
+        self.assertIsNone(r.error)            # no whole-line refusal
+        self.assertEqual(len(self.daemon.requests), 1)   # nothing resent
+        self.assertEqual(r.raw[0]["queued"], 2)
+        self.assertIn("queued=2", repr(r))
+        self.assertEqual(r.to_dict()["failed"], 2)
+
+    def test_wait_false_counts_across_lines(self):
+        # 2500 tokens in three lines; every 100th of the first 1500 is
+        # invalid: two answers with results, one {"ok":true,"queued":500}.
+        tokens = ["xx%062x" % i if i % 100 == 0 and i < 1500 else "%064x" % (i + 1)
+                  for i in range(2500)]
+        r = self.client.send_multicast(tokens, alert="x", wait=False)
+        bad = [t for t in tokens if t.startswith("xx")]
+        self.assertEqual(len(bad), 15)
+        self.assertEqual((r.queued, r.failed, r.sent), (2485, 15, 0))
+        self.assertEqual(r.failed_tokens, bad)
+        self.assertEqual([("results" in raw, raw["queued"]) for raw in r.raw],
+                         [(True, 990), (True, 995), (False, 500)])
+
+    def test_wait_false_retries_the_retryable_tokens_alone(self):
+        full = hook("ee9f", 1)
+        r = self.client.send_multicast([OK_TOKEN, full, "zz"], alert="x", wait=False)
+        self.assertEqual([x.ok for x in r], [True, True, False])
+        self.assertEqual([x.queued for x in r], [True, True, False])
+        self.assertEqual((r.queued, r.failed), (2, 1))
+        first, second = self.daemon.requests
+        self.assertEqual(second["tokens"], [full])
+        self.assertIs(second["wait"], False)
+        self.assertEqual(self.client.stats["retries"], 1)
 
     def test_retryable_tokens_are_retried_alone(self):
         slow = hook("ee9f", 1)

@@ -492,21 +492,59 @@ class TestMulticastIntegration(DemoCase):
         self.assertEqual((r.raw[0]["sent"], r.raw[0]["failed"]), (2, 3))
 
     def test_2500_tokens_through_the_real_line_limit(self):
+        # apnsd's default max_line_bytes (128 KiB) takes 1000 tokens of 64
+        # hex digits, and so does the client's default: three lines.
         tokens = [tok("a1b2", i) for i in range(2500)]
         r = self.client.send_multicast(tokens, alert="many")
         self.assertTrue(r.ok, [x.raw for x in r.results if not x.ok][:3])
         self.assertEqual((r.sent, r.failed), (2500, 0))
-        self.assertGreaterEqual(len(r.raw), 3)   # at most 1000 per line
         for raw in r.raw:
             self.assertTrue(raw["ok"], raw.get("message"))
-            self.assertLessEqual(len(raw["results"]), 1000)
+        self.assertEqual([len(raw["results"]) for raw in r.raw], [1000, 1000, 500])
+        self.assertEqual([x.raw["token"] for x in r.results], tokens)
+
+    def test_long_tokens_are_split_by_bytes(self):
+        # 1000 tokens of 200 hex digits would make a line over apnsd's
+        # 128 KiB: the client splits by bytes and apnsd takes every line.
+        tokens = ["a1b2%0196x" % i for i in range(1500)]
+        r = self.client.send_multicast(tokens, alert="long")
+        self.assertTrue(r.ok, [x.raw for x in r.results if not x.ok][:3])
+        self.assertEqual((r.sent, r.failed), (1500, 0))
+        self.assertGreaterEqual(len(r.raw), 3)   # 2 would do by count alone
         self.assertEqual([x.raw["token"] for x in r.results], tokens)
 
     def test_wait_false_queued_count(self):
         r = self.client.send_multicast([tok("a1b2", i) for i in range(7)], alert="q", wait=False)
         self.assertTrue(r.ok)
         self.assertEqual(r.queued, 7)
+        self.assertEqual((r.sent, r.failed), (0, 0))
         self.assertEqual(r.raw[0].get("queued"), 7)
+
+    def test_wait_false_with_an_invalid_token(self):
+        # apnsd queues the good tokens and refuses the bad one in its own
+        # entry: {"ok":false,"queued":2,"failed":1,"results":[..]}.
+        tokens = ["aa", "zz", OK]
+        r = self.client.send_multicast(tokens, alert="x", wait=False)
+        raw = r.raw[0]
+        self.assertIs(raw["ok"], False, raw)
+        self.assertEqual((raw["queued"], raw["failed"], len(raw["results"])), (2, 1, 3), raw)
+        self.assertFalse(r.ok)
+        self.assertEqual((r.queued, r.sent, r.failed), (2, 0, 1))
+        self.assertEqual([x.ok for x in r], [True, False, True])
+        self.assertEqual([x.queued for x in r], [True, False, True])
+        self.assertEqual(r[1].error, "invalid_token")
+        self.assertFalse(r[1].retryable)
+        self.assertIn("tokens[1]", r[1].message)
+        self.assertEqual(r.failed_tokens, ["zz"])
+        self.assertEqual(r.succeeded_tokens, ["aa", OK])
+        self.assertEqual(r[2].token, OK)
+        self.assertIsNone(r.error)
+
+    def test_wait_false_only_invalid_tokens(self):
+        r = self.client.send_multicast(["zz", "abc"], alert="x", wait=False)
+        self.assertFalse(r.ok)
+        self.assertEqual((r.queued, r.failed), (0, 2), r.raw)
+        self.assertEqual([x.error for x in r], ["invalid_token", "invalid_token"])
 
 
 class TestChannelsIntegration(DemoCase):

@@ -411,12 +411,32 @@ final class DaemonTest extends TestCase
         $r = $this->client(30.0)->sendMulticast($tokens, ['alert' => 'many']);
         $this->assertTrue($r->isOk(), $r->describe());
         $this->assertSame(2500, $r->getSent());
-        $this->assertGreaterThanOrEqual(3, count($r->getRaw()));
+        // apnsd's default max_line_bytes (128 KiB) takes 1000 tokens of 64
+        // hex digits, and so does the client's default: three lines.
+        $counts = [];
         foreach ($r->getRaw() as $line) {
             $this->assertTrue($line['ok'], json_encode($line));
-            $this->assertLessThanOrEqual(1000, count($line['results']));
+            $counts[] = count($line['results']);
         }
+        $this->assertSame([1000, 1000, 500], $counts);
         $this->assertSame($tokens, $r->getTokens());
+    }
+
+    public function testMulticastLongTokensAreSplitByBytes(): void
+    {
+        // 1000 tokens of 200 hex digits would make a line over apnsd's
+        // 128 KiB: the client splits by bytes and apnsd takes every line.
+        $tokens = [];
+        for ($i = 0; $i < 1500; $i++) {
+            $tokens[] = 'a1b2' . str_pad(dechex($i), 196, '0', STR_PAD_LEFT);
+        }
+        $r = $this->client(30.0)->sendMulticast($tokens, ['alert' => 'long']);
+        $this->assertTrue($r->isOk(), $r->describe());
+        $this->assertSame([1500, 0], [$r->getSent(), $r->getFailed()]);
+        $this->assertGreaterThanOrEqual(3, count($r->getRaw()), '2 would do by count alone');
+        $this->assertSame($tokens, array_map(static function (Result $x): ?string {
+            return $x->getToken();
+        }, $r->getResults()));
     }
 
     public function testMulticastWaitFalseQueuedCount(): void
@@ -428,7 +448,39 @@ final class DaemonTest extends TestCase
         $r = $this->client()->sendMulticast($tokens, ['alert' => 'queued', 'wait' => false]);
         $this->assertTrue($r->isOk(), $r->describe());
         $this->assertSame(7, $r->getQueued());
+        $this->assertSame([0, 0], [$r->getSent(), $r->getFailed()]);
         $this->assertSame(7, $r->getRaw()[0]['queued']);
+    }
+
+    public function testMulticastWaitFalseWithAnInvalidToken(): void
+    {
+        // apnsd queues the good tokens and refuses the bad one in its own
+        // entry: {"ok":false,"queued":2,"failed":1,"results":[..]}.
+        $r = $this->client()->sendMulticast(['aa', 'zz', self::OK_TOKEN], ['alert' => 'x', 'wait' => false]);
+        $raw = $r->getRaw()[0];
+        $this->assertFalse($raw['ok'], json_encode($raw));
+        $this->assertSame([2, 1, 3], [$raw['queued'], $raw['failed'], count($raw['results'])], json_encode($raw));
+        $this->assertFalse($r->isOk());
+        $this->assertSame([2, 0, 1], [$r->getQueued(), $r->getSent(), $r->getFailed()]);
+        $results = $r->getResults();
+        $this->assertSame([true, false, true], array_map(static function (Result $x): bool {
+            return $x->isQueued();
+        }, $results));
+        $this->assertSame('invalid_token', $results[1]->getError());
+        $this->assertFalse($results[1]->isRetryable());
+        $this->assertStringContainsString('tokens[1]', (string) $results[1]->getMessage());
+        $this->assertSame(['zz'], $r->getFailedTokens());
+        $this->assertSame(['aa', self::OK_TOKEN], $r->getSucceededTokens());
+        $this->assertSame(self::OK_TOKEN, $results[2]->getToken());
+        $this->assertNull($r->getError());
+    }
+
+    public function testMulticastWaitFalseOnlyInvalidTokens(): void
+    {
+        $r = $this->client()->sendMulticast(['zz', 'abc'], ['alert' => 'x', 'wait' => false]);
+        $this->assertFalse($r->isOk());
+        $this->assertSame([0, 2], [$r->getQueued(), $r->getFailed()], json_encode($r->getRaw()));
+        $this->assertSame(['invalid_token', 'invalid_token'], [$r->getResults()[0]->getError(), $r->getResults()[1]->getError()]);
     }
 
     public function testChannelsAndBroadcast(): void

@@ -438,10 +438,11 @@ final class ClientV11Test extends TestCase
         $this->assertCount(3, $r->getRaw());
     }
 
-    public function testLinesStayWithinTheLineLimit(): void
+    public function testAFullBatchOf64HexTokensIsOneLine(): void
     {
-        // 1000 tokens of 64 hex digits make a line longer than apnsd's
-        // default 64 KiB limit: the client splits by bytes as well.
+        // 1000 tokens of 64 hex digits make a line of about 67 KB: apnsd's
+        // default 128 KiB limit takes it, and so does the client's default.
+        $this->assertSame(131072, Client::DEFAULT_LINE_LIMIT);
         $fake = $this->fake();
         $tokens = [];
         for ($i = 0; $i < 2500; $i++) {
@@ -450,13 +451,52 @@ final class ClientV11Test extends TestCase
         $r = $this->client($fake)->sendMulticast($tokens, ['payload' => ['aps' => ['alert' => str_repeat('y', 3000)]]]);
         $this->assertTrue($r->isOk());
         $lines = $fake->received();
-        $this->assertGreaterThan(2, count($lines));
+        $this->assertSame([1000, 1000, 500], array_map(static function (array $row): int {
+            return count(json_decode($row[1], true)['tokens']);
+        }, $lines));
+        $this->assertGreaterThan(65536, strlen($lines[0][1]) + 1);
+        foreach ($lines as [$conn, $line]) {
+            $this->assertLessThanOrEqual(131072, strlen($line) + 1);
+        }
+    }
+
+    public function testLinesStayWithinTheLineLimit(): void
+    {
+        // 1000 tokens of 200 hex digits (longer tokens than Apple's today)
+        // would make a line of about 200 KB: the client splits by bytes.
+        $fake = $this->fake();
+        $tokens = [];
+        for ($i = 0; $i < 2500; $i++) {
+            $tokens[] = str_pad(dechex($i + 1), 200, '0', STR_PAD_LEFT);
+        }
+        $r = $this->client($fake)->sendMulticast($tokens, ['payload' => ['aps' => ['alert' => str_repeat('y', 3000)]]]);
+        $this->assertTrue($r->isOk());
+        $lines = $fake->received();
+        $this->assertGreaterThanOrEqual(4, count($lines), '3 would do by count alone');
+        $this->assertGreaterThan(100 * 1024, strlen($lines[0][1]), 'no smaller than needed');
         $total = 0;
         foreach ($lines as [$conn, $line]) {
-            $this->assertLessThanOrEqual(65536, strlen($line) + 1);
+            $this->assertLessThanOrEqual(131072, strlen($line) + 1);
             $total += count(json_decode($line, true)['tokens']);
         }
         $this->assertSame(2500, $total);
+    }
+
+    public function testASmallerMaxLineBytesSplitsAFullBatch(): void
+    {
+        // An apnsd set to the old 64 KiB limit: 'max_line_bytes' => 65536.
+        $fake = $this->fake();
+        $tokens = [];
+        for ($i = 0; $i < 1000; $i++) {
+            $tokens[] = self::tok($i + 1);
+        }
+        $r = $this->client($fake, ['max_line_bytes' => 65536])->sendMulticast($tokens, ['alert' => 'x']);
+        $this->assertTrue($r->isOk());
+        $lines = $fake->received();
+        $this->assertCount(2, $lines);
+        foreach ($lines as [$conn, $line]) {
+            $this->assertLessThanOrEqual(65536, strlen($line) + 1);
+        }
     }
 
     public function testMulticastWaitFalseReturnsTheQueuedCount(): void
@@ -469,11 +509,79 @@ final class ClientV11Test extends TestCase
         $r = $this->client($fake)->sendMulticast($tokens, ['alert' => 'x', 'wait' => false]);
         $this->assertTrue($r->isOk());
         $this->assertSame(1200, $r->getQueued());
-        $this->assertSame(0, $r->getSent());
+        $this->assertSame([0, 0], [$r->getSent(), $r->getFailed()]);
         $this->assertTrue($r->getResults()[1199]->isQueued());
         foreach (self::rows($fake) as [$conn, $req]) {
             $this->assertFalse($req['wait']);
         }
+    }
+
+    public function testMulticastWaitFalseWithRefusedTokensReadsTheResults(): void
+    {
+        // apnsd answers {"ok":false,"queued":N,"results":[..]} when it
+        // refused some tokens of a "wait" => false multicast.
+        $fake = $this->fake();
+        $tokens = [self::TOKEN, 'zz', self::tok(7), 'not-hex'];
+        $r = $this->client($fake)->sendMulticast($tokens, ['alert' => 'x', 'wait' => false]);
+        $this->assertFalse($r->isOk());
+        $this->assertSame([2, 0, 2], [$r->getQueued(), $r->getSent(), $r->getFailed()]);
+        $results = $r->getResults();
+        $this->assertSame([true, false, true, false], array_map(static function (Result $x): bool {
+            return $x->isOk();
+        }, $results));
+        $this->assertSame([true, false, true, false], array_map(static function (Result $x): bool {
+            return $x->isQueued();
+        }, $results));
+        $this->assertSame([null, 'invalid_token', null, 'invalid_token'], array_map(static function (Result $x): ?string {
+            return $x->getError();
+        }, $results));
+        $this->assertSame(['zz', 'not-hex'], $r->getFailedTokens());
+        $this->assertSame([self::TOKEN, self::tok(7)], $r->getSucceededTokens());
+        $this->assertSame([], $r->getRetryableTokens());
+        $this->assertNull($r->getError(), 'no whole-line refusal');
+        $this->assertCount(1, $fake->received(), 'nothing resent');
+        $this->assertSame(2, $r->getRaw()[0]['queued']);
+        $this->assertSame('4 token(s): 2 queued, 2 failed', $r->describe());
+    }
+
+    public function testMulticastWaitFalseCountsAcrossLines(): void
+    {
+        // 2500 tokens in three lines; every 100th of the first 1500 is
+        // invalid: two answers with results, one {"ok":true,"queued":500}.
+        $fake = $this->fake();
+        $tokens = [];
+        $bad = [];
+        for ($i = 0; $i < 2500; $i++) {
+            if ($i % 100 === 0 && $i < 1500) {
+                $tokens[] = $bad[] = 'xx' . str_pad(dechex($i), 62, '0', STR_PAD_LEFT);
+            } else {
+                $tokens[] = self::tok($i + 1);
+            }
+        }
+        $r = $this->client($fake)->sendMulticast($tokens, ['alert' => 'x', 'wait' => false]);
+        $this->assertCount(15, $bad);
+        $this->assertSame([2485, 15, 0], [$r->getQueued(), $r->getFailed(), $r->getSent()]);
+        $this->assertSame($bad, $r->getFailedTokens());
+        $this->assertSame([[true, 990], [true, 995], [false, 500]], array_map(static function (array $raw): array {
+            return [array_key_exists('results', $raw), $raw['queued']];
+        }, $r->getRaw()));
+    }
+
+    public function testMulticastWaitFalseRetriesTheRetryableTokensAlone(): void
+    {
+        $fake = $this->fake();
+        $full = self::hook('ee9f', 1);
+        $client = $this->client($fake);
+        $r = $client->sendMulticast([self::TOKEN, $full, 'zz'], ['alert' => 'x', 'wait' => false]);
+        $this->assertSame([true, true, false], array_map(static function (Result $x): bool {
+            return $x->isQueued();
+        }, $r->getResults()));
+        $this->assertSame([2, 1], [$r->getQueued(), $r->getFailed()]);
+        $rows = self::rows($fake);
+        $this->assertCount(2, $rows);
+        $this->assertSame([$full], $rows[1][1]['tokens']);
+        $this->assertFalse($rows[1][1]['wait']);
+        $this->assertSame(1, $client->getStats()['retries']);
     }
 
     public function testMulticastRetryableTokensAreRetriedAlone(): void
