@@ -63,7 +63,7 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxPendingPerConn is the daemon's socket.max_pending_per_conn
 	// (default max(1024, Pipeline)); MaxLineBytes its
-	// socket.max_line_bytes (default: the daemon's, 65536).
+	// socket.max_line_bytes (default: the daemon's, 131072).
 	MaxPendingPerConn, MaxLineBytes int
 	// Multicast, when > 1, makes the daemon path send multicast lines of
 	// this many tokens (at most 1000) instead of one token a line; counts
