@@ -141,20 +141,10 @@ func fieldKinds(t *testing.T, q *peerReq) map[string]byte {
 func TestHPACKIndexingOnPurpose(t *testing.T) {
 	reqs := make(chan *peerReq, 4)
 	p := newPeer(t, func(pc *peerConn) {
-		if pc.handshake() != nil {
-			return
-		}
-		r := pc.reader(serveOpts{})
-		for {
-			ev, err := r.next()
-			if err != nil {
-				return
-			}
-			if ev.req != nil {
-				reqs <- ev.req
-				pc.respond(ev.req.id, 200, nil, nil)
-			}
-		}
+		serveRequests(pc, serveOpts{}, func(q *peerReq) {
+			reqs <- q
+			pc.respond(q.id, 200, nil, nil)
+		})
 	})
 	c := p.client(t, func(o *ClientOptions) {
 		o.Authorization = func() (string, error) { return "bearer eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJBQkMifQ.c2lnbmF0dXJl", nil }
@@ -665,19 +655,7 @@ func TestFlowControlReceive(t *testing.T) {
 func TestOversizedResponseHeaders(t *testing.T) {
 	checkNoLeak(t)
 	p := newPeer(t, func(pc *peerConn) {
-		if pc.handshake() != nil {
-			return
-		}
-		r := pc.reader(serveOpts{})
-		for {
-			ev, err := r.next()
-			if err != nil {
-				return
-			}
-			q := ev.req
-			if q == nil {
-				continue
-			}
+		serveRequests(pc, serveOpts{}, func(q *peerReq) {
 			switch q.get("x-mode") {
 			case "over":
 				pc.respond(q.id, 200, []hpack.HeaderField{{Name: "x-a", Value: strings.Repeat("a", 9000)}, {Name: "x-b", Value: strings.Repeat("b", 9000)}}, nil)
@@ -697,7 +675,7 @@ func TestOversizedResponseHeaders(t *testing.T) {
 			default:
 				pc.respond(q.id, 200, nil, nil)
 			}
-		}
+		})
 	})
 	c := p.client(t, nil)
 	for _, mode := range []string{"over", "flood"} {
@@ -833,31 +811,19 @@ func TestGoAwayInFlight(t *testing.T) {
 func TestRSTStream(t *testing.T) {
 	var refusedOnce atomic.Bool
 	p := newPeer(t, func(pc *peerConn) {
-		if pc.handshake() != nil {
-			return
-		}
-		r := pc.reader(serveOpts{})
-		for {
-			ev, err := r.next()
-			if err != nil {
-				return
-			}
-			q := ev.req
-			if q == nil {
-				continue
-			}
+		serveRequests(pc, serveOpts{}, func(q *peerReq) {
 			switch q.get("x-mode") {
 			case "refuse":
 				if !refusedOnce.Swap(true) {
 					pc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(q.id, http2.ErrCodeRefusedStream) })
-					continue
+					return
 				}
 			case "internal":
 				pc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(q.id, http2.ErrCodeInternal) })
-				continue
+				return
 			}
 			pc.respond(q.id, 200, nil, nil)
-		}
+		})
 	})
 	c := p.client(t, nil)
 	req := testReq("abcd")
@@ -949,19 +915,7 @@ func TestTLSAndALPNRequired(t *testing.T) {
 // headers and body surfaced (what Apple's broadcast API needs).
 func TestGeneralRequest(t *testing.T) {
 	p := newPeer(t, func(pc *peerConn) {
-		if pc.handshake() != nil {
-			return
-		}
-		r := pc.reader(serveOpts{})
-		for {
-			ev, err := r.next()
-			if err != nil {
-				return
-			}
-			q := ev.req
-			if q == nil {
-				continue
-			}
+		serveRequests(pc, serveOpts{}, func(q *peerReq) {
 			h := []hpack.HeaderField{
 				{Name: "apns-request-id", Value: q.get("apns-request-id")},
 				{Name: "apns-channel-id", Value: "ch-" + q.get(":method")},
@@ -969,7 +923,7 @@ func TestGeneralRequest(t *testing.T) {
 				{Name: "x-body", Value: string(q.body)},
 			}
 			pc.respond(q.id, 201, h, []byte(`{"channels":["a","b"]}`))
-		}
+		})
 	})
 	c := p.client(t, nil)
 	for _, tc := range []struct{ method, path, body string }{

@@ -311,21 +311,29 @@ func (pc *peerConn) write(f func(fr *http2.Framer) error) error {
 	return f(pc.fr)
 }
 
-// serveOK answers every request 200 with an apns-id until the connection ends.
-func serveOK(pc *peerConn) {
+// serveRequests does the handshake, then calls fn with each complete
+// request (on the connection's reading goroutine) until the connection ends.
+func serveRequests(pc *peerConn, o serveOpts, fn func(q *peerReq)) {
 	if pc.handshake() != nil {
 		return
 	}
-	r := pc.reader(serveOpts{})
+	r := pc.reader(o)
 	for {
 		ev, err := r.next()
 		if err != nil {
 			return
 		}
 		if ev.req != nil {
-			pc.respond(ev.req.id, 200, []hpack.HeaderField{{Name: "apns-id", Value: "id-" + strconv.Itoa(int(ev.req.id))}}, nil)
+			fn(ev.req)
 		}
 	}
+}
+
+// serveOK answers every request 200 with an apns-id until the connection ends.
+func serveOK(pc *peerConn) {
+	serveRequests(pc, serveOpts{}, func(q *peerReq) {
+		pc.respond(q.id, 200, []hpack.HeaderField{{Name: "apns-id", Value: "id-" + strconv.Itoa(int(q.id))}}, nil)
+	})
 }
 
 // results collects Enqueue callbacks and checks each is called once.
