@@ -44,6 +44,8 @@ Flags:
 // Main runs apnsd with args (without the program name) and returns its
 // exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	stop := startProfiles(stderr)
+	defer stop()
 	return run(args, stdout, stderr, processEnv())
 }
 
