@@ -60,3 +60,29 @@ func TestLoadRootCAs(t *testing.T) {
 		t.Errorf("missing CA file: %v", err)
 	}
 }
+
+func TestNewUUIDIsValidAndUnique(t *testing.T) {
+	seen := map[string]bool{}
+	for range 10000 {
+		id := NewUUID()
+		if !ValidUUID(id) || id[14] != '4' || !strings.ContainsRune("89ab", rune(id[19])) {
+			t.Fatalf("NewUUID() = %q: not a lowercase version 4 UUID", id)
+		}
+		if seen[id] {
+			t.Fatalf("NewUUID() repeated %q", id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestTokenMustBeHex(t *testing.T) {
+	for tok, ok := range map[string]bool{
+		strings.Repeat("ab", 32): true, strings.Repeat("AF09", 16): true,
+		strings.Repeat("ag", 32): false, strings.Repeat("a ", 32): false, strings.Repeat("é", 32): false,
+	} {
+		n := Notification{DeviceToken: tok, Topic: "com.example.app", Payload: []byte(`{"aps":{}}`)}
+		if err := n.Validate(); (err == nil) != ok {
+			t.Errorf("Validate with token %q: %v, want ok=%v", tok, err, ok)
+		}
+	}
+}

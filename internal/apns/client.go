@@ -248,7 +248,7 @@ type call struct {
 	req      *Request
 	deadline time.Time // zero: none
 	enq      int64     // unix nanos when the reaper first saw it queued (0: not yet); qmu
-	done     func(*Response, error)
+	done     Completer
 	auth     string // authorization sent (set by the writer)
 	state    atomic.Int32
 	canceled atomic.Bool
@@ -294,11 +294,31 @@ const maxRequeue = 5
 // Requests go out in FIFO order (a request refused with REFUSED_STREAM or
 // above a GOAWAY's last stream goes back to the front). Call Start first.
 func (c *Client) Enqueue(r *Request, deadline time.Time, done func(*Response, error)) error {
+	_, err := c.enqueue(r, deadline, CompleterFunc(done))
+	return err
+}
+
+// Completer receives the outcome of a request queued with EnqueueTo, under
+// the same rules as Enqueue's done function.
+type Completer interface {
+	Complete(*Response, error)
+}
+
+// CompleterFunc is a function used as a Completer.
+type CompleterFunc func(*Response, error)
+
+// Complete calls f.
+func (f CompleterFunc) Complete(res *Response, err error) { f(res, err) }
+
+// EnqueueTo is Enqueue with the outcome going to done's Complete method:
+// a caller that keeps a record per request can pass the record itself and
+// save building a closure per request.
+func (c *Client) EnqueueTo(r *Request, deadline time.Time, done Completer) error {
 	_, err := c.enqueue(r, deadline, done)
 	return err
 }
 
-func (c *Client) enqueue(r *Request, deadline time.Time, done func(*Response, error)) (*call, error) {
+func (c *Client) enqueue(r *Request, deadline time.Time, done Completer) (*call, error) {
 	k := &call{req: r, deadline: deadline, done: done}
 	c.qmu.Lock()
 	if c.qclosed {
@@ -420,7 +440,7 @@ func (c *Client) finish(k *call, res *Response, err error) {
 	if res != nil {
 		finishResponse(res)
 	}
-	k.done(res, err)
+	k.done.Complete(res, err)
 }
 
 // reapEvery is how often the reaper looks for requests past their deadline
@@ -532,7 +552,7 @@ func (c *Client) Do(ctx context.Context, r *Request) (*Response, error) {
 	}
 	dl, _ := ctx.Deadline()
 	ch := make(chan sendResult, 1)
-	k, err := c.enqueue(r, dl, func(res *Response, err error) { ch <- sendResult{res, err} })
+	k, err := c.enqueue(r, dl, CompleterFunc(func(res *Response, err error) { ch <- sendResult{res, err} }))
 	if err != nil {
 		return nil, err
 	}

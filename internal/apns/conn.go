@@ -83,7 +83,7 @@ type conn struct {
 	spare        *writeBuf
 	wfr          *http2.Framer // writes into wbuf
 	hbuf         writeBuf      // HPACK output for one header block
-	henc         *hpack.Encoder
+	henc         *headerEncoder
 	hdec         *hpack.Decoder // response headers; the reader, under mu
 	hb           headerBlock
 	sent         uint64 // streams started, for Status and tests
@@ -100,6 +100,10 @@ type stream struct {
 	hdrs        []Header
 	rbody       []byte
 	recvUnacked int32
+	// res and hdrArr hold the answer, so that a typical response (a few
+	// header fields) costs no allocation beyond the stream itself.
+	res    Response
+	hdrArr [6]Header
 }
 
 // writeBuf is an append-only byte buffer (the Framer writes frames here).
@@ -180,7 +184,7 @@ func newConn(cl *Client, nc net.Conn) *conn {
 	c.hdec.SetMaxStringLength(maxResponseHeaderBytes)
 	c.rfr.SetReuseFrames() // frames are used only until the next ReadFrame
 	c.wfr = http2.NewFramer(c.wbProxy(), nil)
-	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.henc = newHeaderEncoder(&c.hbuf)
 	return c
 }
 
@@ -437,22 +441,22 @@ func (c *conn) start(k *call) error {
 			return fmt.Errorf("request headers are %d bytes; the server allows at most %d (SETTINGS_MAX_HEADER_LIST_SIZE)", size, c.peerMaxHList)
 		}
 	}
-	c.hbuf.b = c.hbuf.b[:0]
 	e := c.henc
-	e.WriteField(hpack.HeaderField{Name: ":method", Value: method})
-	e.WriteField(hpack.HeaderField{Name: ":scheme", Value: "https"})
-	e.WriteField(hpack.HeaderField{Name: ":authority", Value: c.cl.authority})
-	e.WriteField(hpack.HeaderField{Name: ":path", Value: r.Path, Sensitive: pathNeverIndexed(r.Path)})
+	e.startBlock()
+	e.field(":method", method, false)
+	e.field(":scheme", "https", false)
+	e.field(":authority", c.cl.authority, false)
+	e.field(":path", r.Path, pathNeverIndexed(r.Path))
 	for _, h := range r.Header {
-		e.WriteField(hpack.HeaderField{Name: h.Name, Value: h.Value, Sensitive: h.NeverIndex || neverIndexed(h.Name)})
+		e.field(h.Name, h.Value, h.NeverIndex || neverIndexed(h.Name))
 	}
 	if auth != "" {
-		e.WriteField(hpack.HeaderField{Name: "authorization", Value: auth})
+		e.field("authorization", auth, false)
 	}
 	if len(r.Body) > 0 {
-		var nb [20]byte
-		e.WriteField(hpack.HeaderField{Name: "content-length", Value: string(strconv.AppendInt(nb[:0], int64(len(r.Body)), 10)), Sensitive: true})
+		e.contentLength(len(r.Body))
 	}
+	e.endBlock()
 	id := c.nextID
 	c.nextID += 2
 	s := &stream{id: id, k: k, sendWin: c.peerInitWin, body: r.Body}
@@ -652,8 +656,8 @@ func (c *conn) handle(f http2.Frame, done []doneItem) ([]doneItem, error) {
 		c.kick()
 	case *http2.HeadersFrame:
 		c.hb = headerBlock{stream: c.streams[f.StreamID], endStream: f.StreamEnded()}
-		if c.hb.stream != nil && c.hb.stream.hdrs == nil {
-			c.hb.stream.hdrs = make([]Header, 0, 4)
+		if st := c.hb.stream; st != nil && st.hdrs == nil {
+			st.hdrs = st.hdrArr[:0]
 		}
 		return c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded(), done)
 	case *http2.ContinuationFrame: // the Framer checks it continues the open block
@@ -853,7 +857,7 @@ func (c *conn) applySetting(s http2.Setting) error {
 	case http2.SettingMaxFrameSize:
 		c.peerMaxFrame = s.Val
 	case http2.SettingHeaderTableSize:
-		c.henc.SetMaxDynamicTableSizeLimit(s.Val)
+		c.henc.setMaxTableSize(s.Val)
 	case http2.SettingMaxHeaderListSize:
 		c.peerMaxHList = s.Val
 	}
@@ -870,7 +874,8 @@ func (c *conn) endStream(s *stream, done []doneItem) []doneItem {
 		c.answered.Store(true)
 		c.kick() // the warm-up is over
 	}
-	r := &Response{StatusCode: s.status, Header: s.hdrs, Authorization: s.k.auth}
+	r := &s.res
+	*r = Response{StatusCode: s.status, Header: s.hdrs, Authorization: s.k.auth}
 	if len(s.rbody) > 0 {
 		r.Body = s.rbody
 	}

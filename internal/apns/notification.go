@@ -1,10 +1,10 @@
 package apns
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"regexp"
 	"strconv"
 )
@@ -137,7 +137,7 @@ func (n *Notification) Validate() error {
 	if len(n.DeviceToken)%2 != 0 {
 		return &ValidationError{Field: "token", Message: "device token must be an even number of hex digits"}
 	}
-	if _, err := hex.DecodeString(n.DeviceToken); err != nil {
+	if !isHex(n.DeviceToken) {
 		return &ValidationError{Field: "token", Message: "device token is not hex"}
 	}
 	if n.Topic == "" {
@@ -209,22 +209,40 @@ func (n *Notification) Headers() map[string]string {
 	return h
 }
 
+// isHex reports whether s is made of hex digits only (either case).
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
 // NewUUID returns a random (version 4) UUID in the canonical lowercase form
-// APNs wants for apns-id.
+// APNs wants for apns-id. An apns-id must be unique, not secret: the bits
+// come from math/rand/v2's generator (ChaCha8, seeded by the runtime from
+// the system's entropy), which costs no system call per notification as
+// crypto/rand may.
 func NewUUID() string {
 	var b [16]byte
-	rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	const hexdigits = "0123456789abcdef"
-	out := make([]byte, 0, 36)
+	var out [36]byte
+	j := 0
 	for i, v := range b {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
-			out = append(out, '-')
+			out[j] = '-'
+			j++
 		}
-		out = append(out, hexdigits[v>>4], hexdigits[v&0x0f])
+		out[j], out[j+1] = hexdigits[v>>4], hexdigits[v&0x0f]
+		j += 2
 	}
-	return string(out)
+	return string(out[:])
 }
 
 // validHeaderValue reports whether v can be sent as an HTTP/2 header value

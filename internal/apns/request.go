@@ -55,8 +55,20 @@ func pathNeverIndexed(path string) bool { return strings.HasPrefix(path, "/3/dev
 // Request returns the HTTP/2 request that delivers n: POST
 // /3/device/<token> with n's apns-* headers and payload. It shares n's
 // payload bytes.
-func (n *Notification) Request() *Request {
-	h := make([]Header, 0, 7)
+func (n *Notification) Request() *Request { return new(PushRequest).Set(n) }
+
+// PushRequest is a Request with room for a notification's headers, so that
+// a caller that keeps one per notification (embedded in its own record)
+// builds the request without further allocations.
+type PushRequest struct {
+	Request
+	hdr [7]Header
+}
+
+// Set makes p the request that delivers n (see Notification.Request) and
+// returns it. It shares n's payload bytes.
+func (p *PushRequest) Set(n *Notification) *Request {
+	h := p.hdr[:0]
 	h = append(h, Header{Name: "apns-topic", Value: n.Topic})
 	if n.PushType != "" {
 		h = append(h, Header{Name: "apns-push-type", Value: n.PushType})
@@ -74,7 +86,8 @@ func (n *Notification) Request() *Request {
 		h = append(h, Header{Name: "apns-id", Value: n.ApnsID, NeverIndex: true})
 	}
 	h = append(h, Header{Name: "content-type", Value: "application/json"})
-	return &Request{Method: "POST", Path: "/3/device/" + n.DeviceToken, Header: h, Body: n.Payload}
+	p.Request = Request{Method: "POST", Path: "/3/device/" + n.DeviceToken, Header: h, Body: n.Payload}
+	return &p.Request
 }
 
 // Get returns the value of the first response header called name

@@ -97,7 +97,7 @@ func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification) (*job,
 		d.refused.Add(1)
 		return nil, ipc.Errorf(ipc.CodeQueueFull, "queue is full (%d notifications waiting); retry later", queueCap)
 	}
-	j := &job{es: es, n: n, wait: s.Wait, deadline: s.Deadline, timeout: time.Duration(st.cfg.RequestTimeout),
+	j := &job{d: d, es: es, n: n, wait: s.Wait, deadline: s.Deadline, timeout: time.Duration(st.cfg.RequestTimeout),
 		ch: make(chan *ipc.Response, 1)}
 	if !s.Wait {
 		if e := d.spoolAppend(j, app.cfg.Name, envName); e != nil {
@@ -114,6 +114,7 @@ func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification) (*job,
 // job is one accepted notification, from Submit (or the replay at start)
 // to its final outcome.
 type job struct {
+	d  *Daemon
 	es *envSender
 	n  apns.Notification
 	// wait is the client's "wait": true answers APNs' outcome on ch;
@@ -132,7 +133,8 @@ type job struct {
 	// The state of the attempts, touched by one goroutine at a time (the
 	// one running try, onResult, roundDone or a timer of later: each hands
 	// over to the next through the client or a timer).
-	req          *apns.Request // built once: every attempt sends the same
+	req          *apns.Request // built once (in push): every attempt sends the same
+	push         apns.PushRequest
 	roundDL      time.Time     // deadline of the current round
 	attempt      int           // attempts in the current round
 	backoff      time.Duration // before the next retry in the round
@@ -141,7 +143,13 @@ type job struct {
 	// since is when deliver began (acceptance), tryAt when the current
 	// attempt was queued; both only with metrics on (metrics.go).
 	since, tryAt time.Time
+	// resp is the answer to a wait:true job when APNs answered (answer):
+	// kept here to save an allocation per notification.
+	resp ipc.Response
 }
+
+// Complete is an attempt's outcome (apns.Completer): see onResult.
+func (j *job) Complete(res *apns.Response, err error) { j.d.onResult(j, res, err) }
 
 // spoolAppend appends j to the spool; the durability callback answers the
 // acknowledgement on j.ch. A refusal is returned and nothing is sent.
@@ -238,9 +246,9 @@ func (d *Daemon) try(j *job) {
 		j.tryAt = time.Now()
 	}
 	if j.req == nil {
-		j.req = j.n.Request()
+		j.req = j.push.Set(&j.n)
 	}
-	if err := j.es.client.Enqueue(j.req, j.roundDL, func(res *apns.Response, err error) { d.onResult(j, res, err) }); err != nil {
+	if err := j.es.client.EnqueueTo(j.req, j.roundDL, j); err != nil {
 		d.roundDone(j, nil, err)
 	}
 }
@@ -263,7 +271,6 @@ const (
 func (d *Daemon) onResult(j *job, res *apns.Response, err error) {
 	es := j.es
 	d.metrics.apnsAnswered(es, res, j.tryAt)
-	var ce *apns.ConnError
 	switch {
 	case err == nil && res.StatusCode == 403 && res.Reason == apns.ReasonExpiredProviderToken && es.token != nil && !j.tokenRetried:
 		// Refresh the token (only if Apple's 20-minute rule allows)
@@ -284,7 +291,7 @@ func (d *Daemon) onResult(j *job, res *apns.Response, err error) {
 	case err == nil && !apns.Retryable(res.StatusCode, res.Reason):
 		d.roundDone(j, res, nil)
 		return
-	case err != nil && !errors.As(err, &ce):
+	case err != nil && !isConnError(err):
 		d.roundDone(j, nil, err) // no connection, deadline, or closed: nothing to retry
 		return
 	}
@@ -302,6 +309,14 @@ func (d *Daemon) onResult(j *job, res *apns.Response, err error) {
 	d.log.Debug("retrying notification", "app", es.app.cfg.Name, "env", es.cfg.Name, "attempt", j.attempt+1, "apns_id", j.n.ApnsID, "after", describe(res, err))
 	j.backoff = min(j.backoff*2, retryMax)
 	d.later(wait, func() { d.try(j) })
+}
+
+// isConnError reports whether err is (or wraps) an *apns.ConnError. A
+// function of its own so that the target of errors.As is only allocated
+// when there is an error.
+func isConnError(err error) bool {
+	var ce *apns.ConnError
+	return errors.As(err, &ce)
 }
 
 // roundDone takes a round's outcome: answered for wait:true, settled or
@@ -398,7 +413,8 @@ func (d *Daemon) answer(es *envSender, n *apns.Notification, res *apns.Response,
 		return d.log.With("app", es.app.cfg.Name, "env", es.cfg.Name, "token", TruncateToken(n.DeviceToken))
 	}
 	if err == nil {
-		r := &ipc.Response{OK: res.OK(), Status: res.StatusCode, Reason: res.Reason, ApnsID: res.ApnsID}
+		r := &j.resp
+		*r = ipc.Response{OK: res.OK(), Status: res.StatusCode, Reason: res.Reason, ApnsID: res.ApnsID}
 		if res.StatusCode == 410 {
 			r.Timestamp = res.Timestamp
 			d.unregistered.add(ipc.UnregisteredRecord{ // logs its own failures, aggregated

@@ -379,7 +379,7 @@ func (s *Server) serveConn(c net.Conn, peer *Peer) {
 	// hands them to the writer, which queues them in a slice that grows
 	// only as far as they are actually pending.
 	slots := make(chan struct{}, maxPending)
-	order := make(chan pending)
+	order := make(chan pending, orderBuf)
 	writerDone := make(chan struct{})
 	rs := newReaderState()
 	go s.writeLoop(c, order, slots, idle, rs, writerDone)
@@ -580,6 +580,12 @@ func (s *Server) handleLine(p *Peer, line []byte) pending {
 	}
 	return op.handle(s, p, req)
 }
+
+// orderBuf is how many read requests the reader may hand to the writer
+// before the writer takes them: enough that a pipelining client's reader
+// does not stop at every line to meet the writer, small enough that an idle
+// connection costs little (the slots bound what is outstanding).
+const orderBuf = 32
 
 // releaseAfterPeak: once this many connections were open at once and
 // three quarters of them have closed, the memory they used is handed back
