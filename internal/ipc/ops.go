@@ -81,9 +81,9 @@ func now(h func(s *Server, p *Peer, req *Request) *Response) func(*Server, *Peer
 // async runs a handler that may block in its own goroutine.
 func async(h func(s *Server, p *Peer, req *Request) *Response) func(*Server, *Peer, *Request) pending {
 	return func(s *Server, p *Peer, req *Request) pending {
-		ch := make(chan *Response, 1)
-		go func() { ch <- h(s, p, req) }()
-		return pending{id: req.ID, ch: ch}
+		rep := &req.reply
+		go func() { rep.Set(h(s, p, req)) }()
+		return pending{id: req.ID, reply: rep}
 	}
 }
 
@@ -97,11 +97,11 @@ func (s *Server) opSend(p *Peer, req *Request) pending {
 	if e != nil {
 		return answered(req.ID, ErrorResponse(e))
 	}
-	ch, e := s.Backend.Submit(p, send)
-	if e != nil {
+	rep := &req.reply
+	if e := s.Backend.Submit(p, send, rep); e != nil {
 		return answered(req.ID, ErrorResponse(e))
 	}
-	return pending{id: req.ID, ch: ch}
+	return pending{id: req.ID, reply: rep}
 }
 
 func (s *Server) opPing(*Peer, *Request) *Response {
