@@ -584,8 +584,10 @@ func dialH2Floor(ctx context.Context, port int, m *material, tuned bool) (*h2Flo
 }
 
 // encodeConstants encodes the fields that are the same on every request
-// (tuned variant) into hbuf: the pseudo-header fields (pseudo true), which
-// must precede :path's neighbours in the regular fields, or the regular ones.
+// (tuned variant) into hbuf: the pseudo-header fields (pseudo true) or the
+// regular ones. They are kept apart because HTTP/2 requires every
+// pseudo-header field (the per-request :path among them) before the first
+// regular field.
 func (c *h2Floor) encodeConstants(pseudo bool) {
 	fields := []hpack.HeaderField{
 		{Name: "apns-topic", Value: Topic},
