@@ -4,6 +4,8 @@
 // `apnsbench compare` instead runs, on one nghttpd sink, the real apnsd
 // binary driven by a separate load-generator process, sideshow/apns2 and
 // apns.Client in-process, and h2load, and prints them side by side.
+// `apnsbench floor` measures what the unavoidable parts cost under the same
+// load and sink: a minimal socket server and a minimal HTTP/2 client.
 // See docs/performance.md.
 package main
 
@@ -24,6 +26,13 @@ func main() {
 	if os.Getenv(bench.LoadgenEnv) != "" {
 		// A load generator started by -compare (see bench.LoadgenMain).
 		os.Exit(bench.LoadgenMain())
+	}
+	if os.Getenv(bench.FloorServerEnv) != "" {
+		// A socket-floor server started by floor (see bench.FloorServerMain).
+		os.Exit(bench.FloorServerMain())
+	}
+	if len(os.Args) > 1 && os.Args[1] == "floor" {
+		os.Exit(floor(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "compare" {
 		os.Exit(compare(os.Args[2:]))
@@ -113,6 +122,38 @@ func compare(args []string) int {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "apnsbench compare:", err)
+		return 1
+	}
+	return 0
+}
+
+// floor is `apnsbench floor [flags]`.
+func floor(args []string) int {
+	fs := flag.NewFlagSet("apnsbench floor", flag.ContinueOnError)
+	var o bench.FloorOptions
+	fs.StringVar(&o.Nghttpd, "nghttpd", "/usr/sbin/nghttpd", "nghttpd binary (Debian: nghttp2-server)")
+	fs.StringVar(&o.Apnsd, "apnsd", "", "also measure this apnsd binary in the same run, for reference (empty skips)")
+	fs.IntVar(&o.Clients, "clients", 4, "socket clients of the load generator")
+	fs.IntVar(&o.Pipeline, "pipeline", 64, "requests each socket client keeps outstanding")
+	fs.IntVar(&o.InFlight, "inflight", 0, "HTTP/2 floor: requests in flight on its one connection (default clients*pipeline)")
+	fs.IntVar(&o.MaxStreams, "streams", 1000, "SETTINGS_MAX_CONCURRENT_STREAMS the sink advertises")
+	fs.IntVar(&o.N, "n", 1000000, "measured notifications per row (CPU is read in 10 ms ticks: keep it large)")
+	fs.IntVar(&o.Warmup, "warmup", 0, "unmeasured notifications before each row (default 2*clients*pipeline)")
+	timeout := fs.Duration("timeout", 20*time.Minute, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.Out = os.Stderr
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	rep, err := bench.Floor(ctx, o)
+	if rep != nil {
+		rep.Print(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "apnsbench floor:", err)
 		return 1
 	}
 	return 0
