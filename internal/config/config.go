@@ -15,6 +15,10 @@ import (
 const (
 	DefaultRequestTimeout  = 30 * time.Second
 	DefaultQueueSize       = 10000
+	// DefaultGCPercent is the Go garbage collector's GOGC for apnsd: 400
+	// costs a few MiB more heap under load and halves apnsd's CPU per
+	// notification (docs/performance.md, "Garbage collection").
+	DefaultGCPercent = 400
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "auto"
@@ -132,6 +136,9 @@ type Config struct {
 	// QueueSize is the number of notifications accepted but not yet
 	// answered, daemon-wide; beyond it requests get queue_full.
 	QueueSize int
+	// GCPercent is the garbage collector's GOGC (25 to 10000); the GOGC
+	// environment variable, when set, wins over it.
+	GCPercent int
 	// ShutdownTimeout is the graceful drain deadline on SIGTERM.
 	ShutdownTimeout time.Duration
 	// UnavailableWait is how long a notification waits while no
@@ -315,6 +322,7 @@ func Default() *Config {
 	return &Config{
 		RequestTimeout:  DefaultRequestTimeout,
 		QueueSize:       DefaultQueueSize,
+		GCPercent:       DefaultGCPercent,
 		ShutdownTimeout: DefaultShutdownTimeout,
 		UnavailableWait: DefaultUnavailableWait,
 		LogLevel:        DefaultLogLevel,

@@ -31,6 +31,7 @@ func TestDefault(t *testing.T) {
 	want := &Config{
 		RequestTimeout:  30 * time.Second,
 		QueueSize:       10000,
+		GCPercent:       400,
 		ShutdownTimeout: 15 * time.Second,
 		UnavailableWait: 3 * time.Second,
 		StateDir:        "/var/lib/apnsd",
@@ -208,6 +209,8 @@ func TestParseErrors(t *testing.T) {
 		{"duration zero", "request_timeout = \"0s\"\n" + minimal, []string{"apnsd.toml: request_timeout: must be positive, got 0s"}},
 		{"shutdown negative", "shutdown_timeout = \"-1s\"\n" + minimal, []string{"shutdown_timeout: must be positive"}},
 		{"queue_size zero", "queue_size = 0\n" + minimal, []string{"queue_size: must be at least 1, got 0"}},
+		{"gc_percent too low", "gc_percent = 10\n" + minimal, []string{"apnsd.toml: gc_percent: must be from 25 to 10000", "got 10"}},
+		{"gc_percent too high", "gc_percent = 20000\n" + minimal, []string{"gc_percent: must be from 25 to 10000", "got 20000"}},
 		{"queue_size string", "queue_size = \"10\"\n" + minimal, []string{"queue_size", "incompatible types"}},
 		{"log_level", "log_level = \"verbose\"\n" + minimal, []string{`log_level: must be one of debug, info, warn, error, got "verbose"`}},
 		{"log_format", "log_format = \"xml\"\n" + minimal, []string{`log_format: must be one of auto, text, json, journal, got "xml"`}},

@@ -148,6 +148,7 @@ func editDistance(a, b string) int {
 type fileConfig struct {
 	RequestTimeout   *duration   `toml:"request_timeout"`
 	QueueSize        *int        `toml:"queue_size"`
+	GCPercent        *int        `toml:"gc_percent"`
 	ShutdownTimeout  *duration   `toml:"shutdown_timeout"`
 	UnavailableWait  *duration   `toml:"unavailable_wait"`
 	LogLevel         string      `toml:"log_level"`
@@ -271,6 +272,9 @@ func (fc *fileConfig) config(dir string) *Config {
 	}
 	if fc.QueueSize != nil {
 		c.QueueSize = *fc.QueueSize
+	}
+	if fc.GCPercent != nil {
+		c.GCPercent = *fc.GCPercent
 	}
 	if fc.ShutdownTimeout != nil {
 		c.ShutdownTimeout = time.Duration(*fc.ShutdownTimeout)

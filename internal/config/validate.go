@@ -51,6 +51,9 @@ func (c *Config) Validate() error {
 	if c.QueueSize < 1 {
 		p.top("queue_size", "must be at least 1, got %d", c.QueueSize)
 	}
+	if c.GCPercent < 25 || c.GCPercent > 10000 {
+		p.top("gc_percent", "must be from 25 to 10000 (Go's GOGC: 100 is Go's default, 400 apnsd's), got %d", c.GCPercent)
+	}
 	if c.ShutdownTimeout <= 0 {
 		p.top("shutdown_timeout", "must be positive, got %v", c.ShutdownTimeout)
 	}

@@ -79,8 +79,10 @@ type Daemon struct {
 	watchOpts  watchOptions
 	onReload   func(begin bool)
 	tokenClock func() time.Time
-	stopWatch  chan struct{}
-	watchDone  <-chan struct{}
+	// tuneRuntime: Options.TuneRuntime (runtime.go).
+	tuneRuntime bool
+	stopWatch   chan struct{}
+	watchDone   <-chan struct{}
 }
 
 // state is one consistent view: a configuration and the apps built from it.
@@ -105,6 +107,10 @@ type Options struct {
 	watch watchOptions
 	// tokenClock drives the JWT schedule (tests; nil: time.Now).
 	tokenClock func() time.Time
+	// TuneRuntime applies the config's gc_percent and gives memory back
+	// after busy spells (runtime.go): for the apnsd process itself, not for
+	// a program that embeds a Daemon.
+	TuneRuntime bool
 }
 
 // New loads every credential and prepares the APNs clients. It opens no
@@ -149,8 +155,12 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		watchOpts:    o.watch,
 		onReload:     o.OnReload,
 		tokenClock:   o.tokenClock,
+		tuneRuntime:  o.TuneRuntime,
 	}
 	d.state.Store(&state{cfg: cfg, apps: apps})
+	if d.tuneRuntime {
+		applyGC(cfg, d.log)
+	}
 	if cfg.Metrics.Listen != "" {
 		d.metrics = newMetrics(d)
 	}
@@ -208,6 +218,9 @@ func (d *Daemon) Start() error {
 	go func() { d.serveErr <- d.srv.Serve(d.listener) }()
 	d.stopWatch = make(chan struct{})
 	d.watchDone = d.startWatcher(d.stopWatch, d.watchOpts)
+	if d.tuneRuntime {
+		go d.releaseWhenQuiet(d.stopWatch)
+	}
 	d.warnExpiry(time.Now())
 	d.log.Info("apnsd ready", "version", defaults.Version, "socket", d.SocketPath(), "apps", len(st.apps))
 	return nil

@@ -133,6 +133,9 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 	d.mu.Lock()
 	d.state.Store(&state{cfg: cfg, apps: next})
 	d.mu.Unlock()
+	if d.tuneRuntime {
+		applyGC(cfg, d.log)
+	}
 	for name, st := range prevApps {
 		if next[name] != st {
 			d.retire(st)

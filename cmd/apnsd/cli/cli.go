@@ -238,7 +238,7 @@ func (p *process) start(cfg *config.Config) (code int, ok bool) {
 			p.sd.ready(statusLine(p.d.Status()))
 		}
 	}
-	p.d, err = daemon.New(cfg, daemon.Options{Logger: p.log, Listener: inherited, OnReload: onReload})
+	p.d, err = daemon.New(cfg, daemon.Options{Logger: p.log, Listener: inherited, OnReload: onReload, TuneRuntime: true})
 	if err != nil {
 		if inherited != nil {
 			inherited.Close() // our copy; the socket unit keeps its own

@@ -1,0 +1,104 @@
+package daemon
+
+import (
+	"bufio"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apnsd/apnsd/internal/config"
+)
+
+func TestQuietWatch(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	q := newQuietWatch(0, t0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	steps := []struct {
+		at       float64
+		answered uint64
+		pending  int64
+		want     uint64
+	}{
+		{1, 5000, 10, 0},          // busy
+		{2, busyAfter + 10, 0, 0}, // still answering
+		{3, busyAfter + 10, 0, 0}, // quiet for 1 s
+		{4.9, busyAfter + 10, 0, 0},
+		{5, busyAfter + 10, 3, 0},              // quiet 3 s, but notifications pending
+		{6, busyAfter + 10, 0, busyAfter + 10}, // quiet 4 s, none pending: release
+		{7, busyAfter + 10, 0, 0},              // once per spell
+		{8, busyAfter + 500, 0, 0},             // a small spell follows
+		{20, busyAfter + 500, 0, 0},            // too small to release for
+		{21, 3*busyAfter + 10, 0, 0},           // a big one
+		{25, 3*busyAfter + 10, 0, 2 * busyAfter},
+	}
+	for i, s := range steps {
+		if got := q.due(s.answered, s.pending, at(s.at)); got != s.want {
+			t.Fatalf("step %d (at %vs, %d answered, %d pending): due %d, want %d", i, s.at, s.answered, s.pending, got, s.want)
+		}
+	}
+}
+
+func TestApplyGC(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	cfg := config.Default()
+	cfg.GCPercent = 250
+	t.Setenv("GOGC", "")
+	applyGC(cfg, slog.New(slog.DiscardHandler))
+	if got := debug.SetGCPercent(100); got != 250 {
+		t.Errorf("with GOGC unset, gc_percent 250 gave GOGC %d", got)
+	}
+	t.Setenv("GOGC", "150")
+	applyGC(cfg, slog.New(slog.DiscardHandler))
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC set, applyGC changed the collector to %d", got)
+	}
+}
+
+// TestBusySpellMemoryGoesBackBinary: the real binary applies gc_percent at
+// start and, once a busy spell of sends has ended, gives its memory back
+// (runtime.go); both are logged at debug level.
+func TestBusySpellMemoryGoesBackBinary(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	bin := buildApnsd(t)
+	sock := filepath.Join(h.dir, "spell.sock")
+	cfg := h.procConfig("spell.toml", sock, filepath.Join(h.dir, "spell-state"), "gc_percent = 300", "")
+	p := startProc(t, bin, nil, "-config", cfg, "-log-format", "text", "-log-level", "debug")
+	p.waitReady(sock)
+	if !strings.Contains(p.log.String(), "gc_percent=300") {
+		t.Errorf("no sign of gc_percent = 300 in the log:\n%s", p.log.String())
+	}
+	nc, err := net.Dial("unix", sock)
+	must(t, err)
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(3 * time.Minute))
+	br := bufio.NewReader(nc)
+	const batch = 250
+	for sent := 0; sent < busyAfter+batch; sent += batch {
+		var b strings.Builder
+		for i := range batch {
+			fmt.Fprintf(&b, `{"id":%d,"token":"0a%04x","alert":"x"}`+"\n", sent+i, (sent+i)%0xffff)
+		}
+		_, err := nc.Write([]byte(b.String()))
+		must(t, err)
+		for range batch {
+			line, err := br.ReadString('\n')
+			must(t, err)
+			if !strings.Contains(line, `"ok":true`) {
+				t.Fatalf("answer: %s", line)
+			}
+		}
+	}
+	deadline := time.Now().Add(quietAfter + 20*time.Second)
+	for !strings.Contains(p.log.String(), "gave the memory of a busy spell back") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no release logged %s after the spell ended:\n%s", quietAfter+20*time.Second, tail(p.log.String(), 2000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
