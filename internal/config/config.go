@@ -13,12 +13,12 @@ import (
 
 // Defaults applied to keys the file leaves out.
 const (
-	DefaultRequestTimeout  = 30 * time.Second
-	DefaultQueueSize       = 10000
+	DefaultRequestTimeout = 30 * time.Second
+	DefaultQueueSize      = 10000
 	// DefaultGCPercent is the Go garbage collector's GOGC for apnsd: 400
 	// costs a few MiB more heap under load and halves apnsd's CPU per
 	// notification (docs/performance.md, "Garbage collection").
-	DefaultGCPercent = 400
+	DefaultGCPercent       = 400
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "auto"
