@@ -42,7 +42,8 @@ func NewNotification(s *ipc.Send) (apns.Notification, *ipc.Error) {
 	if check.Topic == "" {
 		check.Topic = "-"
 	}
-	if err := check.Validate(); err != nil {
+	// s.Payload is JSON already (ipc.Send: the socket decoder parsed it).
+	if err := check.ValidateWithJSONPayload(); err != nil {
 		var ve *apns.ValidationError
 		if errors.As(err, &ve) && ve.TooLarge {
 			return apns.Notification{}, ipc.Errorf(ipc.CodePayloadTooLarge, "%s", ve.Message)
