@@ -135,6 +135,7 @@ func floor(args []string) int {
 	fs.StringVar(&o.Apnsd, "apnsd", "", "also measure this apnsd binary in the same run, for reference (empty skips)")
 	fs.IntVar(&o.Clients, "clients", 4, "socket clients of the load generator")
 	fs.IntVar(&o.Pipeline, "pipeline", 64, "requests each socket client keeps outstanding")
+	fs.IntVar(&o.LatencyN, "latency-n", 3000, "socket floor (a) at one request in flight: notifications (negative skips)")
 	fs.IntVar(&o.InFlight, "inflight", 0, "HTTP/2 floor: requests in flight on its one connection (default clients*pipeline)")
 	fs.IntVar(&o.MaxStreams, "streams", 1000, "SETTINGS_MAX_CONCURRENT_STREAMS the sink advertises")
 	fs.IntVar(&o.N, "n", 1000000, "measured notifications per row (CPU is read in 10 ms ticks: keep it large)")

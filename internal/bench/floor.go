@@ -229,6 +229,10 @@ type FloorOptions struct {
 	// 10 ms ticks from /proc, i.e. 0.01 µs per notification at that N);
 	// Warmup the unmeasured ones before each (default 2*Clients*Pipeline).
 	N, Warmup int
+	// LatencyN is how many notifications the socket floor (a) answers at
+	// one request in flight, for the round trip a socket hop costs at the
+	// least (negative skips; default 3000).
+	LatencyN int
 	// Out receives progress lines; nil discards.
 	Out io.Writer
 }
@@ -255,6 +259,9 @@ func (o *FloorOptions) defaults() {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
+	if o.LatencyN == 0 {
+		o.LatencyN = 3000
+	}
 }
 
 // Names of Floor's rows.
@@ -275,6 +282,9 @@ type FloorReport struct {
 	NProc              int
 	LoadStart, LoadEnd string
 	Rows               []PathResult
+	// Lat is the socket floor (a) at one request in flight (zero if
+	// skipped): the round trip between two processes over the socket.
+	Lat Result
 }
 
 // Row returns the row called name, or nil.
@@ -325,7 +335,7 @@ func Floor(ctx context.Context, o FloorOptions) (*FloorReport, error) {
 		}
 	}
 	for _, split := range []bool{false, true} {
-		row, err := e.runFloorSocket(ctx, exe, split, o)
+		row, err := e.runFloorSocket(ctx, exe, split, o, rep)
 		if err != nil {
 			return rep, err
 		}
@@ -351,7 +361,7 @@ func Floor(ctx context.Context, o FloorOptions) (*FloorReport, error) {
 
 // runFloorSocket starts a socket-floor server process and drives it with
 // the load generator, as Compare drives apnsd.
-func (e *Env) runFloorSocket(ctx context.Context, exe string, split bool, o FloorOptions) (PathResult, error) {
+func (e *Env) runFloorSocket(ctx context.Context, exe string, split bool, o FloorOptions, rep *FloorReport) (PathResult, error) {
 	name, sock := FloorSocketOne, filepath.Join(e.dir, "floor-a.sock")
 	if split {
 		name, sock = FloorSocketSplit, filepath.Join(e.dir, "floor-b.sock")
@@ -395,6 +405,14 @@ func (e *Env) runFloorSocket(ctx context.Context, exe string, split bool, o Floo
 	}
 	row := daemonRow(name, run)
 	row.CPUOf = "server process"
+	if !split && o.LatencyN > 0 {
+		fmt.Fprintf(floorOut(o), "%s: one request in flight, %d notifications\n", name, o.LatencyN)
+		lat, err := runLoadgen(ctx, exe, LoadgenSpec{Socket: sock, Clients: 1, Pipeline: 1, N: o.LatencyN, Warm: 200}, pid, 0, nil)
+		if err != nil {
+			return PathResult{}, fmt.Errorf("%s, one in flight: %w (server: %s)", name, err, stderr.String())
+		}
+		rep.Lat = lat.Result
+	}
 	return row, nil
 }
 
@@ -976,6 +994,10 @@ func (r *FloorReport) Print(w io.Writer) {
 			return 0, false
 		}
 		return float64(p.CPUPer()) / 1e3, true
+	}
+	if r.Lat.Answered > 0 {
+		fmt.Fprintf(w, "one request in flight: %s p50 %s p99 %s (%d): the round trip of a socket hop between two processes, the least apnsd's socket can add over a direct send\n",
+			FloorSocketOne, ms(r.Lat.P50), ms(r.Lat.P99), r.Lat.Answered)
 	}
 	fmt.Fprintln(w, "\ncombined floor estimate (socket floor + HTTP/2 floor, against the 5µs target):")
 	for _, pair := range [][2]string{{FloorSocketOne, FloorH2Tuned}, {FloorSocketSplit, FloorH2Tuned}, {FloorSocketSplit, FloorH2Naive}} {

@@ -38,12 +38,15 @@ func TestFloorSmoke(t *testing.T) {
 	}
 	var progress bytes.Buffer
 	const n = 3000
-	o := FloorOptions{Nghttpd: "/usr/sbin/nghttpd", Apnsd: apnsd, Clients: 2, Pipeline: 16, InFlight: 64, N: n, Warmup: 64, Out: &progress}
+	o := FloorOptions{Nghttpd: "/usr/sbin/nghttpd", Apnsd: apnsd, Clients: 2, Pipeline: 16, InFlight: 64, N: n, Warmup: 64, LatencyN: 300, Out: &progress}
 	rep, err := Floor(ctx, o)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, progress.String())
 	}
 	names := []string{FloorSocketOne, FloorSocketSplit, FloorH2Naive, FloorH2Tuned, FloorApnsd}
+	if rep.Lat.Answered != 300 || rep.Lat.P50 <= 0 {
+		t.Errorf("one in flight: answered %d, p50 %s; want 300 answered", rep.Lat.Answered, rep.Lat.P50)
+	}
 	if len(rep.Rows) != len(names) {
 		t.Fatalf("%d rows, want %d", len(rep.Rows), len(names))
 	}
