@@ -2,6 +2,9 @@ package cli
 
 import (
 	"context"
+	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -116,5 +119,32 @@ func TestAllConnected(t *testing.T) {
 		if got := allConnected(c.rep); got != c.want {
 			t.Errorf("allConnected(%+v) = %v, want %v", c.rep.Apps, got, c.want)
 		}
+	}
+}
+
+// apnsd's idle RSS is mostly its binary's pages (docs/performance.md,
+// "Idle RSS"): Prometheus' client library with protobuf, procfs and yaml
+// was a third of the binary and ~4 MiB of idle RSS, even with [metrics]
+// off. internal/prom writes the exposition instead; this keeps that
+// library (and protobuf, which only it brought in) out of apnsd.
+func TestApnsdLinksNoPrometheusClient(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal("the go command is not on PATH: run the tests with go test")
+	}
+	out, err := exec.Command(gobin, "list", "-deps", "github.com/apnsd/apnsd/cmd/apnsd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	for _, dep := range deps {
+		for _, banned := range []string{"github.com/prometheus/", "google.golang.org/protobuf/", "go.yaml.in/"} {
+			if strings.HasPrefix(dep, banned) {
+				t.Errorf("apnsd links %s (see docs/performance.md, \"Idle RSS\")", dep)
+			}
+		}
+	}
+	if !slices.Contains(deps, "github.com/apnsd/apnsd/internal/prom") {
+		t.Errorf("go list -deps does not list internal/prom; output:\n%s", out)
 	}
 }
