@@ -414,8 +414,12 @@ func acceptsGzip(h string) bool {
 		if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
 			continue
 		}
-		q := strings.ReplaceAll(params, " ", "")
-		return !(q == "q=0" || strings.HasPrefix(q, "q=0.") && strings.Trim(q[4:], "0") == "" || q == "q=0.")
+		v, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
+		if !ok {
+			return true
+		}
+		q, err := strconv.ParseFloat(v, 64)
+		return err == nil && q > 0
 	}
 	return false
 }
