@@ -11,14 +11,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/apnsd/apnsd/internal/apns"
 	"github.com/apnsd/apnsd/internal/config"
 	"github.com/apnsd/apnsd/internal/defaults"
 	"github.com/apnsd/apnsd/internal/ipc"
+	"github.com/apnsd/apnsd/internal/prom"
 )
 
 // metrics is the Prometheus side of the daemon ([metrics] in the config).
@@ -28,17 +25,18 @@ import (
 // Label values are bounded: app and env come from the configuration,
 // outcome from APNs' HTTP status or apnsd's error codes (ipc.Code*), code
 // from apnsd's error codes. Tokens, reasons' free text and apns-ids are
-// never labels.
+// never labels. The exposition is internal/prom's (not client_golang's:
+// see that package's doc).
 type metrics struct {
-	reg *prometheus.Registry
+	reg *prom.Registry
 
-	notifications *prometheus.CounterVec   // app, env, outcome
-	refused       *prometheus.CounterVec   // code
-	latency       *prometheus.HistogramVec // app, env: acceptance to answer
-	roundTrip     *prometheus.HistogramVec // app, env: one APNs request
-	retries       *prometheus.CounterVec   // app, env
-	reloads       *prometheus.CounterVec   // kind, result
-	channelOps    *prometheus.CounterVec   // app, env, op, outcome
+	notifications *prom.CounterVec   // app, env, outcome
+	refused       *prom.CounterVec   // code
+	latency       *prom.HistogramVec // app, env: acceptance to answer
+	roundTrip     *prom.HistogramVec // app, env: one APNs request
+	retries       *prom.CounterVec   // app, env
+	reloads       *prom.CounterVec   // kind, result
+	channelOps    *prom.CounterVec   // app, env, op, outcome
 
 	srv *http.Server
 	ln  net.Listener
@@ -53,46 +51,38 @@ var (
 )
 
 func newMetrics(d *Daemon) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
-	m.notifications = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "apnsd_notifications_total",
-		Help: "Notifications answered, by app, environment and outcome: APNs' HTTP status (\"200\", \"410\", ...) or apnsd's error code when APNs did not answer (timeout, unavailable, shutting_down, ...).",
-	}, []string{"app", "env", "outcome"})
-	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "apnsd_refused_total",
-		Help: "Sends refused before acceptance (nothing was sent), by apnsd error code (queue_full, unknown_app, bad_request, ...).",
-	}, []string{"code"})
-	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "apnsd_notification_duration_seconds",
-		Help:    "Time from acceptance of a notification to its answer (retries included).",
-		Buckets: latencyBuckets,
-	}, []string{"app", "env"})
-	m.roundTrip = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "apnsd_apns_request_duration_seconds",
-		Help:    "Round trip of one request to APNs that APNs answered (each retry counts on its own).",
-		Buckets: roundTripBuckets,
-	}, []string{"app", "env"})
-	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "apnsd_retries_total",
-		Help: "Extra attempts made under the retry policy.",
-	}, []string{"app", "env"})
-	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "apnsd_reloads_total",
-		Help: "Reloads by kind (config: the whole file; credential: one environment's certificate or token key that changed) and result (ok, failed).",
-	}, []string{"kind", "result"})
-	m.channelOps = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "apnsd_channel_requests_total",
-		Help: "Broadcast channel management requests, by op (create, get, list, delete) and outcome (APNs' HTTP status or apnsd's error code).",
-	}, []string{"app", "env", "op", "outcome"})
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "apnsd_build_info", Help: "Always 1; the version label is apnsd's version.",
-	}, []string{"version"})
-	buildInfo.WithLabelValues(defaults.Version).Set(1)
-	m.reg.MustRegister(m.notifications, m.refused, m.latency, m.roundTrip, m.retries, m.reloads, m.channelOps, buildInfo,
-		&stateCollector{d: d},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r := prom.NewRegistry()
+	m := &metrics{reg: r}
+	m.notifications = r.NewCounterVec("apnsd_notifications_total",
+		"Notifications answered, by app, environment and outcome: APNs' HTTP status (\"200\", \"410\", ...) or apnsd's error code when APNs did not answer (timeout, unavailable, shutting_down, ...).",
+		"app", "env", "outcome")
+	m.refused = r.NewCounterVec("apnsd_refused_total",
+		"Sends refused before acceptance (nothing was sent), by apnsd error code (queue_full, unknown_app, bad_request, ...).",
+		"code")
+	m.latency = r.NewHistogramVec("apnsd_notification_duration_seconds",
+		"Time from acceptance of a notification to its answer (retries included).",
+		latencyBuckets, "app", "env")
+	m.roundTrip = r.NewHistogramVec("apnsd_apns_request_duration_seconds",
+		"Round trip of one request to APNs that APNs answered (each retry counts on its own).",
+		roundTripBuckets, "app", "env")
+	m.retries = r.NewCounterVec("apnsd_retries_total", "Extra attempts made under the retry policy.", "app", "env")
+	m.reloads = r.NewCounterVec("apnsd_reloads_total",
+		"Reloads by kind (config: the whole file; credential: one environment's certificate or token key that changed) and result (ok, failed).",
+		"kind", "result")
+	m.channelOps = r.NewCounterVec("apnsd_channel_requests_total",
+		"Broadcast channel management requests, by op (create, get, list, delete) and outcome (APNs' HTTP status or apnsd's error code).",
+		"app", "env", "op", "outcome")
+	r.MustRegister(buildInfo{}, &stateCollector{d: d}, prom.GoCollector{}, prom.ProcessCollector{Start: time.Now()})
 	return m
 }
+
+var descBuildInfo = prom.NewDesc("apnsd_build_info", "Always 1; the version label is apnsd's version.", prom.Gauge, "version")
+
+// buildInfo reports apnsd_build_info.
+type buildInfo struct{}
+
+func (buildInfo) Describe() []*prom.Desc { return []*prom.Desc{descBuildInfo} }
+func (buildInfo) Collect(emit prom.Emit) { emit(descBuildInfo, 1, defaults.Version) }
 
 // outcome is the outcome label of an answer.
 func outcome(r *ipc.Response) string {
@@ -108,8 +98,8 @@ func (m *metrics) answered(es *envSender, r *ipc.Response, since time.Time) {
 		return
 	}
 	app, env := es.app.cfg.Name, es.cfg.Name
-	m.notifications.WithLabelValues(app, env, outcome(r)).Inc()
-	m.latency.WithLabelValues(app, env).Observe(time.Since(since).Seconds())
+	m.notifications.Inc(app, env, outcome(r))
+	m.latency.Observe(time.Since(since).Seconds(), app, env)
 }
 
 // apnsAnswered records the round trip of one APNs request that got an
@@ -118,7 +108,7 @@ func (m *metrics) apnsAnswered(es *envSender, res *apns.Response, start time.Tim
 	if m == nil || res == nil {
 		return
 	}
-	m.roundTrip.WithLabelValues(es.app.cfg.Name, es.cfg.Name).Observe(time.Since(start).Seconds())
+	m.roundTrip.Observe(time.Since(start).Seconds(), es.app.cfg.Name, es.cfg.Name)
 }
 
 // retried counts one extra attempt.
@@ -126,7 +116,7 @@ func (m *metrics) retried(es *envSender) {
 	if m == nil {
 		return
 	}
-	m.retries.WithLabelValues(es.app.cfg.Name, es.cfg.Name).Inc()
+	m.retries.Inc(es.app.cfg.Name, es.cfg.Name)
 }
 
 // refusedSend counts a send refused before acceptance.
@@ -134,7 +124,7 @@ func (m *metrics) refusedSend(e *ipc.Error) {
 	if m == nil || e == nil {
 		return
 	}
-	m.refused.WithLabelValues(e.Code).Inc()
+	m.refused.Inc(e.Code)
 }
 
 // reloaded counts a reload of kind "config" or "credential".
@@ -146,7 +136,7 @@ func (m *metrics) reloaded(kind string, err error) {
 	if err != nil {
 		result = "failed"
 	}
-	m.reloads.WithLabelValues(kind, result).Inc()
+	m.reloads.Inc(kind, result)
 }
 
 // channelOp counts one channel management request.
@@ -154,7 +144,7 @@ func (m *metrics) channelOp(es *envSender, op, outcome string) {
 	if m == nil {
 		return
 	}
-	m.channelOps.WithLabelValues(es.app.cfg.Name, es.cfg.Name, op, outcome).Inc()
+	m.channelOps.Inc(es.app.cfg.Name, es.cfg.Name, op, outcome)
 }
 
 // serve starts the /metrics endpoint on cfg.Listen.
@@ -173,9 +163,7 @@ func (m *metrics) serve(cfg config.MetricsConfig, log *slog.Logger) error {
 		return fmt.Errorf("metrics.listen: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), ErrorHandling: promhttp.ContinueOnError,
-	}))
+	mux.Handle("/metrics", m.reg.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
@@ -210,26 +198,24 @@ func (m *metrics) close() {
 type stateCollector struct{ d *Daemon }
 
 var (
-	descQueueDepth = prometheus.NewDesc("apnsd_queue_depth", "Notifications accepted and not yet sent to APNs.", nil, nil)
-	descInFlight   = prometheus.NewDesc("apnsd_in_flight", "Notifications sent to APNs, answer pending.", nil, nil)
-	descQueueCap   = prometheus.NewDesc("apnsd_queue_capacity", "queue_size: notifications accepted but not answered, at most.", nil, nil)
-	descConnsUp    = prometheus.NewDesc("apnsd_connections_up", "HTTP/2 connections to APNs up and taking requests.", []string{"app", "env"}, nil)
-	descConnsWant  = prometheus.NewDesc("apnsd_connections_target", "HTTP/2 connections to APNs configured (connections).", []string{"app", "env"}, nil)
-	descReconnects = prometheus.NewDesc("apnsd_reconnects_total", "Connection attempts to APNs beyond the first one per configured connection (since the environment's client was built: a config reload that changes the app starts it again).", []string{"app", "env"}, nil)
-	descExpiry     = prometheus.NewDesc("apnsd_credential_expiry_timestamp_seconds", "When the environment's push certificate expires (not_after), in seconds since 1970. Token keys do not expire and have no series.", []string{"app", "env"}, nil)
-	descTokenMints = prometheus.NewDesc("apnsd_token_refreshes_total", "Provider tokens (JWT) signed, by app and key id (the key of an environment, or the app's key shared by its environments).", []string{"app", "key_id"}, nil)
-	descCredLoaded = prometheus.NewDesc("apnsd_credential_loaded_timestamp_seconds", "When the environment's current credential was loaded.", []string{"app", "env"}, nil)
-	descReloadErr  = prometheus.NewDesc("apnsd_credential_reload_failing", "1 while the environment's last credential reload failed (the previous credential stays in use), else 0.", []string{"app", "env"}, nil)
-	descChannels   = prometheus.NewDesc("apnsd_broadcast_channels", "Broadcast channels of the app and environment, as of the last channel_list or create/delete through apnsd (no series before the first).", []string{"app", "env"}, nil)
+	descQueueDepth = prom.NewDesc("apnsd_queue_depth", "Notifications accepted and not yet sent to APNs.", prom.Gauge)
+	descInFlight   = prom.NewDesc("apnsd_in_flight", "Notifications sent to APNs, answer pending.", prom.Gauge)
+	descQueueCap   = prom.NewDesc("apnsd_queue_capacity", "queue_size: notifications accepted but not answered, at most.", prom.Gauge)
+	descConnsUp    = prom.NewDesc("apnsd_connections_up", "HTTP/2 connections to APNs up and taking requests.", prom.Gauge, "app", "env")
+	descConnsWant  = prom.NewDesc("apnsd_connections_target", "HTTP/2 connections to APNs configured (connections).", prom.Gauge, "app", "env")
+	descReconnects = prom.NewDesc("apnsd_reconnects_total", "Connection attempts to APNs beyond the first one per configured connection (since the environment's client was built: a config reload that changes the app starts it again).", prom.Counter, "app", "env")
+	descExpiry     = prom.NewDesc("apnsd_credential_expiry_timestamp_seconds", "When the environment's push certificate expires (not_after), in seconds since 1970. Token keys do not expire and have no series.", prom.Gauge, "app", "env")
+	descTokenMints = prom.NewDesc("apnsd_token_refreshes_total", "Provider tokens (JWT) signed, by app and key id (the key of an environment, or the app's key shared by its environments).", prom.Counter, "app", "key_id")
+	descCredLoaded = prom.NewDesc("apnsd_credential_loaded_timestamp_seconds", "When the environment's current credential was loaded.", prom.Gauge, "app", "env")
+	descReloadErr  = prom.NewDesc("apnsd_credential_reload_failing", "1 while the environment's last credential reload failed (the previous credential stays in use), else 0.", prom.Gauge, "app", "env")
+	descChannels   = prom.NewDesc("apnsd_broadcast_channels", "Broadcast channels of the app and environment, as of the last channel_list or create/delete through apnsd (no series before the first).", prom.Gauge, "app", "env")
 )
 
-func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueueDepth, descInFlight, descQueueCap, descConnsUp, descConnsWant, descReconnects, descExpiry, descTokenMints, descCredLoaded, descReloadErr, descChannels} {
-		ch <- d
-	}
+func (c *stateCollector) Describe() []*prom.Desc {
+	return []*prom.Desc{descQueueDepth, descInFlight, descQueueCap, descConnsUp, descConnsWant, descReconnects, descExpiry, descTokenMints, descCredLoaded, descReloadErr, descChannels}
 }
 
-func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *stateCollector) Collect(emit prom.Emit) {
 	st := c.d.current()
 	inFlight := 0
 	sources := map[*apns.TokenSource]bool{}
@@ -237,19 +223,19 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		app, env := es.app.cfg.Name, es.cfg.Name
 		cs := es.client.Status()
 		inFlight += cs.InFlight
-		ch <- prometheus.MustNewConstMetric(descConnsUp, prometheus.GaugeValue, float64(cs.Connections), app, env)
-		ch <- prometheus.MustNewConstMetric(descConnsWant, prometheus.GaugeValue, float64(cs.Target), app, env)
-		ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(max(int64(cs.Dials)-int64(cs.Target), 0)), app, env)
+		emit(descConnsUp, float64(cs.Connections), app, env)
+		emit(descConnsWant, float64(cs.Target), app, env)
+		emit(descReconnects, float64(max(int64(cs.Dials)-int64(cs.Target), 0)), app, env)
 		if cert := es.cred.cur.Load(); cert != nil {
-			ch <- prometheus.MustNewConstMetric(descExpiry, prometheus.GaugeValue, float64(cert.NotAfter.Unix()), app, env)
-			ch <- prometheus.MustNewConstMetric(descCredLoaded, prometheus.GaugeValue, float64(cert.LoadedAt.Unix()), app, env)
+			emit(descExpiry, float64(cert.NotAfter.Unix()), app, env)
+			emit(descCredLoaded, float64(cert.LoadedAt.Unix()), app, env)
 		}
 		if es.token != nil {
 			ti := es.token.Info()
-			ch <- prometheus.MustNewConstMetric(descCredLoaded, prometheus.GaugeValue, float64(ti.KeyLoadedAt.Unix()), app, env)
+			emit(descCredLoaded, float64(ti.KeyLoadedAt.Unix()), app, env)
 			if !sources[es.token] {
 				sources[es.token] = true
-				ch <- prometheus.MustNewConstMetric(descTokenMints, prometheus.CounterValue, float64(ti.Mints), app, ti.KeyID)
+				emit(descTokenMints, float64(ti.Mints), app, ti.KeyID)
 			}
 		}
 		es.cred.mu.Lock()
@@ -258,13 +244,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			failing = 1
 		}
 		es.cred.mu.Unlock()
-		ch <- prometheus.MustNewConstMetric(descReloadErr, prometheus.GaugeValue, failing, app, env)
+		emit(descReloadErr, failing, app, env)
 		if n, ok := es.channelCount(); ok {
-			ch <- prometheus.MustNewConstMetric(descChannels, prometheus.GaugeValue, float64(n), app, env)
+			emit(descChannels, float64(n), app, env)
 		}
 	}
 	pending := int(c.d.pending.Load())
-	ch <- prometheus.MustNewConstMetric(descQueueDepth, prometheus.GaugeValue, float64(max(pending-inFlight, 0)))
-	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(inFlight))
-	ch <- prometheus.MustNewConstMetric(descQueueCap, prometheus.GaugeValue, float64(st.cfg.QueueSize))
+	emit(descQueueDepth, float64(max(pending-inFlight, 0)))
+	emit(descInFlight, float64(inFlight))
+	emit(descQueueCap, float64(st.cfg.QueueSize))
 }

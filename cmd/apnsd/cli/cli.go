@@ -128,7 +128,11 @@ func run(args []string, stdout, stderr io.Writer, env runEnv) int {
 		return code
 	}
 	defer p.stopSignals()
+	settled, stopSettle := context.WithCancel(context.Background())
+	defer stopSettle()
+	go releaseStartupMemory(settled, p.d.Status, freeOSMemory, startupSettle, startupPoll) // memory.go
 	code = p.serve()
+	stopSettle()
 	p.shutdown()
 	return code
 }
