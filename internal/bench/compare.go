@@ -160,8 +160,11 @@ func Compare(ctx context.Context, o CompareOptions) (*CompareReport, error) {
 	bin := o.Apnsd
 	if bin == "" {
 		bin = filepath.Join(e.dir, "apnsd")
-		fmt.Fprintf(out, "building apnsd: go build -o %s github.com/apnsd/apnsd/cmd/apnsd\n", bin)
-		b := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/apnsd/apnsd/cmd/apnsd")
+		// As packaging/build-deb.sh builds what ships: static (no cgo,
+		// so no libc pages in its RSS), trimmed paths, no symbol table.
+		fmt.Fprintf(out, "building apnsd as the .deb does: CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o %s github.com/apnsd/apnsd/cmd/apnsd\n", bin)
+		b := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "github.com/apnsd/apnsd/cmd/apnsd")
+		b.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if msg, err := b.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("building apnsd: %w: %s", err, msg)
 		}
