@@ -105,7 +105,7 @@ func compare(args []string) int {
 	fs.IntVar(&o.LatencyN, "latency-n", 5000, "notifications at one request in flight, apnsd and apns.Client (negative skips)")
 	fs.IntVar(&o.FlatN, "flat-n", 1000000, "notifications through apnsd for the RSS-flat check (0 skips; the documented run uses 10000000)")
 	fs.DurationVar(&o.FlatEvery, "flat-every", time.Second, "apnsd VmRSS sampling interval during the RSS-flat run")
-	fs.DurationVar(&o.IdleWait, "idle", 2*time.Second, "idle time before reading apnsd's idle RSS")
+	fs.DurationVar(&o.IdleWait, "idle", 5*time.Second, "idle time before reading apnsd's idle RSS (at start, and after the runs: apnsd gives a busy spell's memory back 3-4 s after sending stops)")
 	fs.BoolVar(&o.NoApnsID, "no-apns-id", false, "in-process paths send no apns-id (apnsd always sends one)")
 	timeout := fs.Duration("timeout", 60*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {

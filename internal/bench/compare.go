@@ -87,7 +87,7 @@ func (o *CompareOptions) defaults() {
 		o.FlatEvery = time.Second
 	}
 	if o.IdleWait <= 0 {
-		o.IdleWait = 2 * time.Second
+		o.IdleWait = 5 * time.Second
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
