@@ -51,7 +51,8 @@ type CompareOptions struct {
 	FlatEvery time.Duration
 	// IdleWait is how long the daemon is left idle before its idle RSS is
 	// read, at start (connections up, nothing sent) and at the end
-	// (default 2s).
+	// (default 5s: apnsd gives a busy spell's memory back 3-4 s after
+	// sending stops).
 	IdleWait time.Duration
 	// NoApnsID sends no apns-id on the in-process paths (the daemon
 	// always gives each notification one); default: a fresh one each, as
