@@ -35,8 +35,8 @@ func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send, reply *ipc.Reply) (e *ipc.E
 	if e != nil {
 		return e
 	}
-	now := time.Now()
-	if !s.Deadline.IsZero() && !now.Before(s.Deadline) {
+	if !s.Deadline.IsZero() && !time.Now().Before(s.Deadline) {
+		now := time.Now()
 		d.refused.Add(1)
 		return ipc.Errorf(ipc.CodeExpired, "read %s after its deadline (%s); not sent", now.Sub(s.Deadline).Round(time.Millisecond), s.Deadline.UTC().Format(time.RFC3339Nano))
 	}

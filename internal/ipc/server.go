@@ -428,8 +428,10 @@ type connReader struct {
 	// lineStart is when the line being read began (its first bytes
 	// arrived), or zero between lines.
 	lineStart time.Time
-	timedOut  bool
-	reason    string // why the connection timed out, for the log
+	// lastRead is when the last Read returned bytes.
+	lastRead time.Time
+	timedOut bool
+	reason   string // why the connection timed out, for the log
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
@@ -441,8 +443,11 @@ func (r *connReader) Read(p []byte) (int, error) {
 		}
 		r.c.SetReadDeadline(deadline)
 		n, err := r.c.Read(p)
-		if n > 0 && r.lineStart.IsZero() {
-			r.lineStart = time.Now()
+		if n > 0 {
+			r.lastRead = time.Now()
+			if r.lineStart.IsZero() {
+				r.lineStart = r.lastRead
+			}
 		}
 		if err != nil && isTimeout(err) {
 			switch {
@@ -463,10 +468,11 @@ func (r *connReader) Read(p []byte) (int, error) {
 }
 
 // lineDone marks the end of a line; more tells whether bytes of the next
-// one are already buffered.
+// one are already buffered: then that line began by the last Read (no
+// clock read per line).
 func (r *connReader) lineDone(more bool) {
 	if more {
-		r.lineStart = time.Now()
+		r.lineStart = r.lastRead
 	} else {
 		r.lineStart = time.Time{}
 	}
