@@ -395,7 +395,7 @@ func (e *Env) runFloorSocket(ctx context.Context, exe string, split bool, o Floo
 	}()
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != "ready" {
-		return PathResult{}, fmt.Errorf("socket-floor server did not get ready (%q, %v): %s", line, err, stderr.String())
+		return PathResult{}, fmt.Errorf("socket-floor server did not get ready (%q, %w): %s", line, err, stderr.String())
 	}
 	pid := cmd.Process.Pid
 	fmt.Fprintf(floorOut(o), "%s (pid %d): %d notifications from a load-generator process (%d clients x %d pipelined)\n", name, pid, o.N, o.Clients, o.Pipeline)
@@ -482,7 +482,7 @@ func (e *Env) runFloorH2(ctx context.Context, tuned bool, o FloorOptions) (PathR
 	}
 	defer c.close()
 	if w, err := c.run(ctx, o.Warmup, o.InFlight); err != nil || w.Errors > 0 {
-		return PathResult{}, fmt.Errorf("%s: warm-up: %v (answers %v)", name, err, w.Answers)
+		return PathResult{}, fmt.Errorf("%s: warm-up: %w (answers %v)", name, err, w.Answers)
 	}
 	fmt.Fprintf(floorOut(o), "%s: %d requests, %d in flight on 1 connection, in this process\n", name, o.N, o.InFlight)
 	r, err := measure(e.SinkPID(), func() (Result, error) { return c.run(ctx, o.N, o.InFlight) })
