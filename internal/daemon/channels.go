@@ -274,7 +274,7 @@ type broadcast struct {
 	timeout  time.Duration
 	attempt  int
 	backoff  time.Duration
-	reply    *ipc.Reply
+	ch       chan *ipc.Response
 }
 
 // submitBroadcast accepts a send with "channel_id": a Live Activity update
@@ -284,22 +284,22 @@ type broadcast struct {
 // stores messages), counted as one notification, retried like a send
 // (connection failures, 429, 500, 503) within request_timeout, keeping its
 // apns-request-id.
-func (d *Daemon) submitBroadcast(peer *ipc.Peer, s *ipc.Send, reply *ipc.Reply) (e *ipc.Error) {
+func (d *Daemon) submitBroadcast(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
 	defer func() {
 		if e != nil {
 			d.refused.Add(1)
 		}
 	}()
 	if !s.Wait {
-		return ipc.Errorf(ipc.CodeBadRequest, "a broadcast (channel_id) is not spooled: send it with \"wait\":true (channels that store messages keep the latest one for devices that were offline)")
+		return nil, ipc.Errorf(ipc.CodeBadRequest, "a broadcast (channel_id) is not spooled: send it with \"wait\":true (channels that store messages keep the latest one for devices that were offline)")
 	}
 	switch s.PushType {
 	case "", apns.PushTypeLiveActivity:
 	default:
-		return ipc.Errorf(ipc.CodeBadRequest, "a broadcast (channel_id) is push type %q; push_type %q is not possible on a channel", apns.PushTypeLiveActivity, s.PushType)
+		return nil, ipc.Errorf(ipc.CodeBadRequest, "a broadcast (channel_id) is push type %q; push_type %q is not possible on a channel", apns.PushTypeLiveActivity, s.PushType)
 	}
 	if s.CollapseID != "" {
-		return ipc.Errorf(ipc.CodeBadRequest, "a broadcast (channel_id) takes no collapse_id: Apple's broadcast API has no apns-collapse-id")
+		return nil, ipc.Errorf(ipc.CodeBadRequest, "a broadcast (channel_id) takes no collapse_id: Apple's broadcast API has no apns-collapse-id")
 	}
 	b := apns.Broadcast{ChannelID: s.ChannelID, RequestID: s.ApnsID, Payload: s.Payload}
 	if s.Priority != nil {
@@ -317,7 +317,7 @@ func (d *Daemon) submitBroadcast(peer *ipc.Peer, s *ipc.Send, reply *ipc.Reply) 
 		return d.access.checkSend(peer, app, s.Topic, apns.PushTypeLiveActivity)
 	})
 	if e != nil {
-		return e
+		return nil, e
 	}
 	bundle := a.es.app.cfg.Topic
 	b.BundleID = bundle
@@ -326,16 +326,16 @@ func (d *Daemon) submitBroadcast(peer *ipc.Peer, s *ipc.Send, reply *ipc.Reply) 
 		d.release(a)
 		var ve *apns.ValidationError
 		if errors.As(err, &ve) && ve.TooLarge {
-			return ipc.Errorf(ipc.CodePayloadTooLarge, "%s", ve.Message)
+			return nil, ipc.Errorf(ipc.CodePayloadTooLarge, "%s", ve.Message)
 		}
-		return ipc.Errorf(ipc.CodeBadRequest, "broadcast: %v", err)
+		return nil, ipc.Errorf(ipc.CodeBadRequest, "broadcast: %v", err)
 	}
 	timeout := time.Duration(a.st.cfg.RequestTimeout)
 	bc := &broadcast{a: a, req: toRequest(areq), id: b.RequestID, since: time.Now(), timeout: timeout,
-		backoff: retryBackoff, reply: reply}
+		backoff: retryBackoff, ch: make(chan *ipc.Response, 1)}
 	bc.deadline = bc.since.Add(timeout)
 	d.tryBroadcast(bc)
-	return nil
+	return bc.ch, nil
 }
 
 // tryBroadcast queues one attempt of bc.
@@ -392,5 +392,5 @@ func (d *Daemon) broadcastDone(bc *broadcast, res *apns.Response, err error) {
 	}
 	d.metrics.answered(es, r, bc.since)
 	d.release(bc.a)
-	bc.reply.Set(r)
+	bc.ch <- r
 }

@@ -17,7 +17,7 @@ import (
 //
 // With "wait":false the answer is {"ok":true,"queued":N} once every good
 // token is in the spool (durable), as a single send's acknowledgement.
-func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send, reply *ipc.Reply) (e *ipc.Error) {
+func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
 	defer func() { d.metrics.refusedSend(e) }() // a batch refused whole counts once
 	good := 0
 	probe := *s
@@ -35,11 +35,11 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send, reply *ipc.Reply) (e 
 	}
 	n, e := NewNotification(&probe)
 	if e != nil {
-		return e
+		return nil, e
 	}
 	if e = d.precheck(p, s, &n, good); e != nil {
 		d.refused.Add(1)
-		return e
+		return nil, e
 	}
 	results := make([]ipc.TokenResult, len(s.Tokens))
 	chans := make([]<-chan *ipc.Response, len(s.Tokens))
@@ -50,13 +50,14 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send, reply *ipc.Reply) (e 
 		}
 		one := probe
 		one.Token = t
-		rep, ch := ipc.NewChanReply()
-		if e := d.Submit(p, &one, rep); e != nil {
+		ch, e := d.Submit(p, &one)
+		if e != nil {
 			results[i] = ipc.TokenResultFrom(t, ipc.ErrorResponse(e))
 			continue
 		}
 		chans[i] = ch
 	}
+	out := make(chan *ipc.Response, 1)
 	go func() {
 		// wait:true: each channel delivers APNs' answer. wait:false: each
 		// delivers the acknowledgement once the notification is in the
@@ -75,12 +76,12 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send, reply *ipc.Reply) (e 
 			results[i] = ipc.TokenResultFrom(s.Tokens[i], r)
 		}
 		if !s.Wait {
-			reply.Set(queuedAnswer(results, queued))
+			out <- queuedAnswer(results, queued)
 			return
 		}
-		reply.Set(multicastAnswer(results))
+		out <- multicastAnswer(results)
 	}()
-	return nil
+	return out, nil
 }
 
 // precheck refuses, before any token is submitted, what Submit would

@@ -20,47 +20,47 @@ import (
 // and hands the notification to deliver, which answers it exactly once. It
 // does not block. A send read after its caller's deadline is refused
 // expired. For "wait":false the notification is appended to the spool and
-// reply gets {"ok":true,"queued":true} only once it is durable;
+// the channel delivers {"ok":true,"queued":true} only once it is durable;
 // the send to APNs starts at once, in parallel with the write. peer must be
 // allowed to send as the app (checkSend).
-func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send, reply *ipc.Reply) (e *ipc.Error) {
+func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
 	if s.Tokens != nil {
-		return d.submitMulticast(peer, s, reply) // multicast.go: one Submit per token
+		return d.submitMulticast(peer, s) // multicast.go: one Submit per token
 	}
 	defer func() { d.metrics.refusedSend(e) }() // metrics.go
 	if s.ChannelID != "" {
-		return d.submitBroadcast(peer, s, reply) // channels.go
+		return d.submitBroadcast(peer, s) // channels.go
 	}
 	n, e := NewNotification(s)
 	if e != nil {
-		return e
+		return nil, e
 	}
 	if !s.Deadline.IsZero() && !time.Now().Before(s.Deadline) {
 		now := time.Now()
 		d.refused.Add(1)
-		return ipc.Errorf(ipc.CodeExpired, "read %s after its deadline (%s); not sent", now.Sub(s.Deadline).Round(time.Millisecond), s.Deadline.UTC().Format(time.RFC3339Nano))
+		return nil, ipc.Errorf(ipc.CodeExpired, "read %s after its deadline (%s); not sent", now.Sub(s.Deadline).Round(time.Millisecond), s.Deadline.UTC().Format(time.RFC3339Nano))
 	}
 	if !s.Wait && d.spool == nil {
 		d.refused.Add(1)
-		return ipc.Errorf(ipc.CodeBadRequest, "\"wait\":false needs the spool, and this apnsd has none (state_dir = \"\" in its config): send with \"wait\":true, or set state_dir")
+		return nil, ipc.Errorf(ipc.CodeBadRequest, "\"wait\":false needs the spool, and this apnsd has none (state_dir = \"\" in its config): send with \"wait\":true, or set state_dir")
 	}
-	j, e := d.accept(peer, s, n, reply)
+	j, e := d.accept(peer, s, n)
 	if e != nil {
-		return e
+		return nil, e
 	}
 	// Outside d.mu: the first attempt is queued on the client right here,
 	// on the caller's goroutine (no goroutine per notification), and an
 	// attempt that fails at once may answer (and take locks) before
 	// deliver returns.
 	d.deliver(j)
-	return nil
+	return j.ch, nil
 }
 
 // accept does Submit's checks that need the current state and, when they
 // pass, takes the notification's queue slot and makes its job (and spools
 // it for wait:false). d.mu is held for reading throughout, so that no job
 // is accepted by a sender being retired or after shutdown began.
-func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification, reply *ipc.Reply) (*job, *ipc.Error) {
+func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification) (*job, *ipc.Error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	st := d.current()
@@ -98,7 +98,7 @@ func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification, reply 
 		return nil, ipc.Errorf(ipc.CodeQueueFull, "queue is full (%d notifications waiting); retry later", queueCap)
 	}
 	j := &job{d: d, es: es, n: n, wait: s.Wait, deadline: s.Deadline, timeout: time.Duration(st.cfg.RequestTimeout),
-		reply: reply}
+		ch: make(chan *ipc.Response, 1)}
 	if !s.Wait {
 		if e := d.spoolAppend(j, app.cfg.Name, envName); e != nil {
 			d.pending.Add(-1)
@@ -117,11 +117,11 @@ type job struct {
 	d  *Daemon
 	es *envSender
 	n  apns.Notification
-	// wait is the client's "wait": true answers APNs' outcome on reply;
-	// false answered the acknowledgement on reply (nil for a replayed job)
-	// and keeps the notification in the spool until its outcome is final.
-	wait  bool
-	reply *ipc.Reply
+	// wait is the client's "wait": true answers APNs' outcome on ch;
+	// false answered the acknowledgement on ch (nil for a replayed job) and
+	// keeps the notification in the spool until its outcome is final.
+	wait bool
+	ch   chan *ipc.Response // buffered (1): never blocks
 	// spoolID is the record's id in the spool (wait:false only).
 	spoolID uint64
 	// deadline is the caller's ("deadline"), zero for none.
@@ -152,21 +152,22 @@ type job struct {
 func (j *job) Complete(res *apns.Response, err error) { j.d.onResult(j, res, err) }
 
 // spoolAppend appends j to the spool; the durability callback answers the
-// acknowledgement on j.reply. A refusal is returned and nothing is sent.
+// acknowledgement on j.ch. A refusal is returned and nothing is sent.
 func (d *Daemon) spoolAppend(j *job, app, env string) *ipc.Error {
 	data, err := encodeRecord(app, env, &j.n, j.deadline)
 	if err != nil {
 		return ipc.Errorf(ipc.CodeInternal, "encoding the notification for the spool: %v", err)
 	}
-	reply := j.reply
+	ch := j.ch
 	id, err := d.spool.Append(data, func(_ uint64, err error) {
-		// On the spool's commit goroutine: must not block (Set does not).
+		// On the spool's commit goroutine: must not block (ch is buffered
+		// and this is its only send).
 		if err != nil {
 			d.log.Error("spool write failed: wait:false notifications are refused until apnsd restarts", "err", err)
-			reply.Set(ipc.ErrorResponse(ipc.Errorf(ipc.CodeInternal, "the notification could not be stored durably (%v); it may still be delivered", err)))
+			ch <- ipc.ErrorResponse(ipc.Errorf(ipc.CodeInternal, "the notification could not be stored durably (%v); it may still be delivered", err))
 			return
 		}
-		reply.Set(&ipc.Response{OK: true, Queued: true})
+		ch <- &ipc.Response{OK: true, Queued: true}
 	})
 	switch {
 	case err == nil:
@@ -205,7 +206,7 @@ func pickApp(apps map[string]*appState, name string) (*appState, *ipc.Error) {
 //
 //   - a wait:true job gets one round: attempts with backoff (see the retry
 //     policy below) within its timeout and caller deadline, and its outcome
-//     is answered on j.reply;
+//     is answered on j.ch;
 //   - a wait:false job (already acknowledged) gets rounds until its outcome
 //     is final (job.settled): delivered, refused for good by APNs, or past
 //     its caller deadline or apns-expiration; then its spool record is done.
@@ -325,7 +326,7 @@ func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
 	if j.wait {
 		r := d.answer(es, &j.n, res, err, j)
 		d.metrics.answered(es, r, j.since)
-		j.reply.Set(r)
+		j.ch <- r
 		d.finish(j)
 		return
 	}

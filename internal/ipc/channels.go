@@ -49,9 +49,7 @@ func channelOp(op string) func(*Server, *Peer, *Request) pending {
 			return answered(req.ID, ErrorResponse(e))
 		}
 		ch := cb.Channel(p, &ChannelRequest{Op: op, App: req.App, Env: req.Env, ChannelID: req.ChannelID, Storage: req.Storage})
-		rep := &req.reply
-		go func() { rep.Set(<-ch) }() // a rare admin op: a goroutine while APNs answers
-		return pending{id: req.ID, reply: rep}
+		return pending{id: req.ID, ch: ch}
 	}
 }
 

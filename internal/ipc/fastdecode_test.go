@@ -45,7 +45,7 @@ func TestFastFieldsMatchRequest(t *testing.T) {
 			t.Errorf("%s: fast decoder declined", line)
 			continue
 		}
-		v := reflect.ValueOf(&req).Elem()
+		v := reflect.ValueOf(req)
 		for j := 0; j < rt.NumField(); j++ {
 			if set := !v.Field(j).IsZero(); set != (j == f.Index[0]) {
 				t.Errorf("%s: Request.%s set=%v", line, rt.Field(j).Name, set)

@@ -74,9 +74,10 @@ func BenchmarkDecodeSendEncode(b *testing.B) {
 // instantBackend answers every send at once.
 type instantBackend struct{}
 
-func (instantBackend) Submit(_ *Peer, s *Send, reply *Reply) *Error {
-	reply.Set(&Response{OK: true, Status: 200, ApnsID: "6f2a3b1c-0000-4000-8000-000000000001"})
-	return nil
+func (instantBackend) Submit(_ *Peer, s *Send) (<-chan *Response, *Error) {
+	ch := make(chan *Response, 1)
+	ch <- &Response{OK: true, Status: 200, ApnsID: "6f2a3b1c-0000-4000-8000-000000000001"}
+	return ch, nil
 }
 func (instantBackend) Status() *StatusReport { return &StatusReport{} }
 func (instantBackend) Reload(context.Context, *Peer) (*ReloadReport, error) {

@@ -126,24 +126,21 @@ type fakeBackend struct {
 	accepted int
 }
 
-func (f *fakeBackend) Submit(_ *Peer, r *Send, reply *Reply) *Error {
+func (f *fakeBackend) Submit(_ *Peer, r *Send) (<-chan *Response, *Error) {
 	if r.App == "full" {
-		return Errorf(CodeQueueFull, "full")
+		return nil, Errorf(CodeQueueFull, "full")
 	}
 	f.mu.Lock()
 	f.accepted++
 	f.mu.Unlock()
+	ch := make(chan *Response, 1)
 	var d int
 	fmt.Sscanf(r.Token, "%x", &d)
-	if d%5 == 0 {
-		reply.Set(&Response{OK: true, Status: 200, ApnsID: r.Token}) // before Submit returns
-		return nil
-	}
 	go func() {
 		time.Sleep(time.Duration(d%5) * time.Millisecond)
-		reply.Set(&Response{OK: true, Status: 200, ApnsID: r.Token})
+		ch <- &Response{OK: true, Status: 200, ApnsID: r.Token}
 	}()
-	return nil
+	return ch, nil
 }
 func (f *fakeBackend) Status() *StatusReport { return &StatusReport{Socket: "x"} }
 func (f *fakeBackend) Reload(context.Context, *Peer) (*ReloadReport, error) {

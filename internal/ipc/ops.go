@@ -81,9 +81,9 @@ func now(h func(s *Server, p *Peer, req *Request) *Response) func(*Server, *Peer
 // async runs a handler that may block in its own goroutine.
 func async(h func(s *Server, p *Peer, req *Request) *Response) func(*Server, *Peer, *Request) pending {
 	return func(s *Server, p *Peer, req *Request) pending {
-		rep := &req.reply
-		go func() { rep.Set(h(s, p, req)) }()
-		return pending{id: req.ID, reply: rep}
+		ch := make(chan *Response, 1)
+		go func() { ch <- h(s, p, req) }()
+		return pending{id: req.ID, ch: ch}
 	}
 }
 
@@ -97,11 +97,11 @@ func (s *Server) opSend(p *Peer, req *Request) pending {
 	if e != nil {
 		return answered(req.ID, ErrorResponse(e))
 	}
-	rep := &req.reply
-	if e := s.Backend.Submit(p, send, rep); e != nil {
+	ch, e := s.Backend.Submit(p, send)
+	if e != nil {
 		return answered(req.ID, ErrorResponse(e))
 	}
-	return pending{id: req.ID, reply: rep}
+	return pending{id: req.ID, ch: ch}
 }
 
 func (s *Server) opPing(*Peer, *Request) *Response {

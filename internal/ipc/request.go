@@ -37,11 +37,6 @@ type Request struct {
 	Storage string `json:"storage,omitempty"`
 	// Deadline is Unix time in milliseconds (PROTOCOL.md "deadline").
 	Deadline *int64 `json:"deadline,omitempty"`
-
-	// send and reply are the server's for this request (Send's result, the
-	// answer's Reply): kept here so a line costs one allocation for all.
-	send  Send
-	reply Reply
 }
 
 // The environments a send may name ("env"); empty means the app's default.
@@ -208,13 +203,12 @@ func (r *Request) Send() (*Send, *Error) {
 	if r.Wait != nil {
 		wait = *r.Wait
 	}
-	r.send = Send{
+	return &Send{
 		App: r.App, Env: r.Env, Wait: wait,
 		Token: token, Tokens: tokens, TokenErrs: tokenErrs, ChannelID: r.ChannelID, Payload: payload,
 		Topic: r.Topic, PushType: r.PushType, Priority: r.Priority, Expiration: r.Expiration,
 		CollapseID: r.CollapseID, ApnsID: r.ApnsID, Deadline: deadline,
-	}
-	return &r.send, nil
+	}, nil
 }
 
 // minDeadlineMs is the smallest "deadline" accepted (2001-09-09 in

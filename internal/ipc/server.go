@@ -25,16 +25,13 @@ var errTooManyFiles = syscall.EMFILE
 // Backend is what the server needs from the daemon. Its methods are called
 // concurrently.
 type Backend interface {
-	// Submit accepts a send from peer. If it returns a nil *Error, reply
-	// gets exactly one response: APNs' answer or a
+	// Submit accepts a send from peer. If it returns a nil *Error, the
+	// channel delivers exactly one response later: APNs' answer or a
 	// refusal, or for "wait":false the acknowledgement ({"ok":true,
 	// "queued":true} once durable, or a refusal); the backend guarantees
 	// that, even across reloads and shutdown. It is called on the connection's reader goroutine and must
 	// not block.
-	//
-	// When Submit returns nil, reply.Set is called exactly once, now or
-	// later, from any goroutine.
-	Submit(peer *Peer, s *Send, reply *Reply) *Error
+	Submit(peer *Peer, s *Send) (<-chan *Response, *Error)
 	// Status reports the daemon's state.
 	Status() *StatusReport
 	// Reload re-reads the config and every credential. A non-nil error means the
@@ -382,16 +379,16 @@ func (s *Server) serveConn(c net.Conn, peer *Peer) {
 	// hands them to the writer, which queues them in a slice that grows
 	// only as far as they are actually pending.
 	slots := make(chan struct{}, maxPending)
-	o := newOutQueue()
+	order := make(chan pending, orderBuf)
 	writerDone := make(chan struct{})
 	rs := newReaderState()
-	go s.writeLoop(c, o, slots, idle, rs, writerDone)
+	go s.writeLoop(c, order, slots, idle, rs, writerDone)
 
 	cr := &connReader{s: s, c: c, idle: idle, line: lineTimeout, slots: slots}
 	br := bufio.NewReaderSize(kickReader{cr, rs}, bufSize)
 	push := func(p pending) {
 		slots <- struct{}{}
-		o.push(p)
+		order <- p
 	}
 	for {
 		line, tooLong, err := readLine(br, maxLine)
@@ -413,7 +410,7 @@ func (s *Server) serveConn(c net.Conn, peer *Peer) {
 			break
 		}
 	}
-	o.close()
+	close(order)
 	<-writerDone
 }
 
@@ -529,18 +526,28 @@ func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) 
 }
 
 // pending is an answer owed: the request's id and where its answer will
-// arrive (exactly once, reply) or, for one known at once, line, its
-// encoded answer line (small: held by a client that pipelines without
-// reading). One of reply and line is set.
+// arrive (exactly once) or the answer itself: r once known, or line, the
+// encoded answer line of one known at once (small: held by a client that
+// pipelines without reading).
 type pending struct {
-	id    json.RawMessage
-	reply *Reply
-	line  []byte
+	id   json.RawMessage
+	ch   <-chan *Response
+	r    *Response
+	line []byte
 }
 
-// ready reports whether the answer is known.
+// ready reports whether the answer is known, taking it from ch if it has
+// arrived.
 func (p *pending) ready() bool {
-	return p.line != nil || p.reply.r.Load() != nil
+	if p.line != nil || p.r != nil {
+		return true
+	}
+	select {
+	case p.r = <-p.ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // answered is a pending whose answer is already known.
@@ -579,6 +586,12 @@ func (s *Server) handleLine(p *Peer, line []byte) pending {
 	}
 	return op.handle(s, p, req)
 }
+
+// orderBuf is how many read requests the reader may hand to the writer
+// before the writer takes them: enough that a pipelining client's reader
+// does not stop at every line to meet the writer, small enough that an idle
+// connection costs little (the slots bound what is outstanding).
+const orderBuf = 32
 
 // releaseAfterPeak: once this many connections were open at once and
 // three quarters of them have closed, the memory they used is handed back

@@ -62,163 +62,14 @@ func (k kickReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Reply is where a backend puts the one answer it owes for a request it
-// accepted (Backend.Submit): Set, exactly once, from any goroutine; it
-// never blocks. The server reads the answer without a goroutine or a
-// channel per request: Set wakes the connection's writer only when the
-// writer is waiting for this very answer.
-type Reply struct {
-	r  atomic.Pointer[Response]
-	q  atomic.Pointer[outQueue] // the connection whose writer awaits it, once queued
-	ch chan *Response           // NewChanReply's channel, or nil
-}
-
-// NewChanReply returns a Reply whose answer is also delivered on the
-// returned channel (buffered: Set does not block), for a backend that
-// gathers answers itself (a multicast's per-token answers) and for tests.
-func NewChanReply() (*Reply, <-chan *Response) {
-	ch := make(chan *Response, 1)
-	return &Reply{ch: ch}, ch
-}
-
-// Set gives the answer. A second Set is a bug and is ignored.
-func (p *Reply) Set(r *Response) {
-	if r == nil {
-		r = ErrorResponse(Errorf(CodeInternal, "internal error: the backend gave no answer"))
-	}
-	if !p.r.CompareAndSwap(nil, r) {
-		return
-	}
-	if p.ch != nil {
-		p.ch <- r
-	}
-	if o := p.q.Load(); o != nil {
-		o.replied(p)
-	}
-}
-
-// outQueue is a connection's answers owed, in request order: the reader
-// appends (push), the writer takes the answers known at the head (take).
-// waitFor is what a sleeping writer waits for: the head's Reply, anyPush
-// (the queue was empty: the next push), or nil (awake). Whoever makes that
-// true (Set, or a push) swaps it to nil and wakes the writer; the writer
-// publishes it under mu and looks again before sleeping, so no wake-up is
-// lost (a stale wake token only costs the writer one more look).
-type outQueue struct {
-	mu      sync.Mutex
-	q       []pending
-	closed  bool
-	waitFor atomic.Pointer[Reply]
-	wake    chan struct{} // cap 1
-}
-
-// anyPush is the writer's waitFor while the queue is empty.
-var anyPush = new(Reply)
-
-func newOutQueue() *outQueue { return &outQueue{wake: make(chan struct{}, 1)} }
-
-func (o *outQueue) kick() {
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
-}
-
-// wakeIf wakes the writer if it waits for w.
-func (o *outQueue) wakeIf(w *Reply) {
-	if o.waitFor.Load() == w && o.waitFor.CompareAndSwap(w, nil) {
-		o.kick()
-	}
-}
-
-func (o *outQueue) replied(p *Reply) { o.wakeIf(p) }
-
-// push appends an answer owed (the reader's goroutine). A writer asleep on
-// an empty queue is woken only if the answer is known already; otherwise
-// it goes on sleeping until that answer's Set.
-func (o *outQueue) push(p pending) {
-	if p.reply != nil {
-		p.reply.q.Store(o) // before the writer can see p: its Set wakes the writer from now on
-	}
-	o.mu.Lock()
-	o.q = append(o.q, p)
-	first := len(o.q) == 1
-	o.mu.Unlock()
-	if !first {
-		return
-	}
-	if p.ready() || !o.waitFor.CompareAndSwap(anyPush, p.reply) {
-		o.wakeIf(anyPush)
-		return
-	}
-	if p.ready() { // Set came before the queue was known to it
-		o.wakeIf(p.reply)
-	}
-}
-
-// close marks the end of the requests (the reader is done).
-func (o *outQueue) close() {
-	o.mu.Lock()
-	o.closed = true
-	o.mu.Unlock()
-	o.waitFor.Store(nil)
-	o.kick()
-}
-
-// take moves the answers known at the head into batch; empty tells
-// whether nothing is owed any more, closed whether the reader is done.
-func (o *outQueue) take(batch []pending) (_ []pending, empty, closed bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	n := 0
-	for n < len(o.q) && o.q[n].ready() {
-		n++
-	}
-	batch = append(batch, o.q[:n]...)
-	m := copy(o.q, o.q[n:])
-	clear(o.q[m:])
-	o.q = o.q[:m]
-	if m == 0 && cap(o.q) > 1024 {
-		o.q = nil // let a burst's backing array go
-	}
-	return batch, m == 0, o.closed
-}
-
-// sleep waits until the head's answer is known or, with the queue empty,
-// until the next push (or until extra delivers). It returns at once when
-// there is something to do already.
-func (o *outQueue) sleep(extra <-chan struct{}) {
-	o.mu.Lock()
-	var w *Reply
-	switch {
-	case len(o.q) > 0 && o.q[0].ready(), len(o.q) == 0 && o.closed:
-		o.mu.Unlock()
-		return
-	case len(o.q) > 0:
-		w = o.q[0].reply
-	default:
-		w = anyPush
-	}
-	o.waitFor.Store(w)
-	o.mu.Unlock()
-	if w != anyPush && w.r.Load() != nil && o.waitFor.CompareAndSwap(w, nil) {
-		return // answered while waitFor was being published
-	}
-	select {
-	case <-o.wake:
-	case <-extra:
-	}
-	o.waitFor.Store(nil)
-}
-
-// writeLoop writes the answers in request order until the reader is done
-// and every answer owed is written, gathering them as described above: it
-// takes every answer known at the head of the queue, and writes the buffer
-// to c when it would wait. A client that takes no answer for idle is cut
-// off. After a write error it keeps draining (answers are then lost with
-// the connection, as the client is gone). It releases one slot per answer
+// writeLoop writes the answers in request order until order is closed,
+// gathering them as described above: it takes every pending handed over,
+// writes every answer that is ready, and writes the buffer to c when it
+// would wait. A client that takes no answer for idle is cut off. After a
+// write error it keeps draining (answers are then lost with the
+// connection, as the client is gone). It releases one slot per answer
 // taken.
-func (s *Server) writeLoop(c net.Conn, o *outQueue, slots <-chan struct{}, idle time.Duration, rs *readerState, done chan<- struct{}) {
+func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct{}, idle time.Duration, rs *readerState, done chan<- struct{}) {
 	defer close(done)
 	var bufp *[]byte // nil while nothing is buffered
 	var werr error
@@ -250,7 +101,7 @@ func (s *Server) writeLoop(c net.Conn, o *outQueue, slots <-chan struct{}, idle 
 		if p.line != nil {
 			*bufp = append(*bufp, p.line...)
 		} else {
-			r := p.reply.r.Load()
+			r := p.r
 			r.ID = p.id
 			*bufp = appendResponse(*bufp, r)
 		}
@@ -258,56 +109,76 @@ func (s *Server) writeLoop(c net.Conn, o *outQueue, slots <-chan struct{}, idle 
 			flush()
 		}
 	}
-	var batch []pending
-	yielded := false
-	for {
-		var empty, closed bool
-		batch, empty, closed = o.take(batch[:0])
-		for i := range batch {
-			write(batch[i])
-			batch[i] = pending{}
-		}
-		if len(batch) > 0 {
-			yielded = false
-			continue // more may be known by now
-		}
-		if closed && empty {
+	var q []pending
+	open := true
+	take := func(p pending, ok bool) {
+		if !ok {
+			open = false
 			return
+		}
+		q = append(q, p)
+	}
+	for open || len(q) > 0 {
+		// Take every pending already handed over, then write every
+		// answer that is ready, in order.
+		for open {
+			select {
+			case p, ok := <-order:
+				take(p, ok)
+				continue
+			default:
+			}
+			break
+		}
+		for len(q) > 0 && q[0].ready() {
+			write(q[0])
+			q[0] = pending{}
+			q = q[1:]
+		}
+		if len(q) == 0 {
+			q = nil // let a burst's backing array go
+		}
+		if !open && len(q) == 0 {
+			break
 		}
 		// The writer would wait now: write what is buffered first, once
 		// waiting is certain.
 		if bufp != nil {
-			if !empty {
-				if !yielded {
-					yielded = true
-					runtime.Gosched() // let answers being completed now join this write
+			if len(q) > 0 {
+				runtime.Gosched() // let answers being completed now join this write
+				if q[0].ready() {
 					continue
 				}
+				flush()
 			} else {
 				select {
 				case <-rs.kick: // drained: a token from now on is a new Read
 				default:
 				}
 				if !rs.reading.Load() {
-					// The reader is still working through lines it has
-					// read: their answers may join this write.
-					o.sleep(rs.kick)
-					if b, _, _ := o.peek(); b {
+					select {
+					case p, ok := <-order:
+						take(p, ok)
 						continue
+					case <-rs.kick:
 					}
 				}
+				flush()
 			}
-			flush()
-			yielded = false
-			continue
 		}
-		o.sleep(nil)
+		var head <-chan *Response
+		if len(q) > 0 {
+			head = q[0].ch
+		}
+		in := order
+		if !open {
+			in = nil
+		}
+		select {
+		case p, ok := <-in:
+			take(p, ok)
+		case r := <-head:
+			q[0].r = r
+		}
 	}
-}
-
-// peek reports whether the head's answer is known.
-func (o *outQueue) peek() (ready, empty, closed bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return len(o.q) > 0 && o.q[0].ready(), len(o.q) == 0, o.closed
 }

@@ -148,11 +148,11 @@ func TestWritesPerWakeUp(t *testing.T) {
 // is buffered is written before waiting for it.
 func TestWriterGathersReadyAnswers(t *testing.T) {
 	const n = 64
-	o := newOutQueue()
-	reps := make([]*Reply, n)
-	for i := range reps {
-		reps[i] = new(Reply)
-		o.push(pending{id: json.RawMessage(fmt.Sprint(i)), reply: reps[i]})
+	order := make(chan pending, n)
+	chs := make([]chan *Response, n)
+	for i := range chs {
+		chs[i] = make(chan *Response, 1)
+		order <- pending{id: json.RawMessage(fmt.Sprint(i)), ch: chs[i]}
 	}
 	cc := &countingConn{}
 	rs := newReaderState()
@@ -163,9 +163,9 @@ func TestWriterGathersReadyAnswers(t *testing.T) {
 	for range n {
 		slots <- struct{}{}
 	}
-	go s.writeLoop(cc, o, slots, time.Minute, rs, done)
+	go s.writeLoop(cc, order, slots, time.Minute, rs, done)
 
-	answer := func(i int) { reps[i].Set(&Response{OK: true, Status: 200, ApnsID: fmt.Sprint("a", i)}) }
+	answer := func(i int) { chs[i] <- &Response{OK: true, Status: 200, ApnsID: fmt.Sprint("a", i)} }
 	// The first half becomes ready, last one first.
 	for i := n/2 - 1; i >= 0; i-- {
 		answer(i)
@@ -176,7 +176,7 @@ func TestWriterGathersReadyAnswers(t *testing.T) {
 		answer(i)
 	}
 	waitWrites(t, cc, 2)
-	o.close()
+	close(order)
 	<-done
 	if _, w := cc.counts(); w != 2 {
 		t.Fatalf("%d writes, want 2", w)
