@@ -3,7 +3,10 @@ package daemon
 import (
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
+	"sync"
 	"time"
 
 	"github.com/apnsd/apnsd/internal/config"
@@ -23,6 +26,14 @@ import (
 // collection"). The GOGC environment variable, when set, wins, as it does
 // for any Go program.
 //
+// The extra heap is bounded, not proportional: gc_percent applies while
+// the live heap is small (what a sending daemon has: a few MiB), and after
+// every collection gcTuner lowers the effective GOGC as the live heap
+// grows, so that the headroom above the live heap stays within what
+// gc_percent gives a 4 MiB heap (16 MiB at 400), down to Go's 100. A peer
+// that makes apnsd hold a lot (hundreds of connections with answers
+// unread) thus costs what it costs at Go's default, not five times that.
+//
 // Once a busy spell is over, that heap would stay with the process until
 // the runtime's scavenger hands it back slowly: releaseWhenQuiet gives it
 // back to the system at once when sending stops, so an idle apnsd is as
@@ -33,9 +44,86 @@ func applyGC(cfg *config.Config, log *slog.Logger) {
 	if os.Getenv("GOGC") != "" {
 		return
 	}
-	if prev := debug.SetGCPercent(cfg.GCPercent); prev != cfg.GCPercent {
+	if prev := tuner.set(cfg.GCPercent); prev != cfg.GCPercent {
 		log.Debug("garbage collector target set", "gc_percent", cfg.GCPercent, "was", prev)
 	}
+}
+
+// tuner is the process's gcTuner (GOGC is process-wide).
+var tuner gcTuner
+
+// gcTuner applies gc_percent as described above: after each collection it
+// sets GOGC to effectiveGC of the live heap.
+type gcTuner struct {
+	mu      sync.Mutex
+	percent int // gc_percent; 0 until set
+	applied int // the GOGC last given to the runtime
+	armed   bool
+}
+
+// set makes percent the tuner's gc_percent, applies it for the live heap
+// now and returns the configured value it replaces (Go's 100 at first).
+func (t *gcTuner) set(percent int) (prev int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	prev = t.percent
+	if prev == 0 {
+		prev = 100
+	}
+	t.percent = percent
+	t.applyLocked()
+	if !t.armed {
+		t.armed = true
+		t.arm()
+	}
+	return prev
+}
+
+// arm has afterGC run once the next collection has found an object
+// unreachable (a finalizer: the runtime's own "after each GC" hook).
+func (t *gcTuner) arm() {
+	s := new(gcSentinel)
+	runtime.SetFinalizer(s, func(*gcSentinel) { t.afterGC() })
+}
+
+type gcSentinel struct{ _ [16]byte } // not tiny-allocated: its finalizer runs
+
+func (t *gcTuner) afterGC() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.applyLocked()
+	t.arm()
+}
+
+func (t *gcTuner) applyLocked() {
+	sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(sample)
+	var live uint64
+	if sample[0].Value.Kind() == rtmetrics.KindUint64 {
+		live = sample[0].Value.Uint64()
+	}
+	if eff := effectiveGC(t.percent, live); eff != t.applied {
+		debug.SetGCPercent(eff)
+		t.applied = eff
+	}
+}
+
+// minHeap is the Go runtime's heap target at GOGC 100 for a small heap.
+const minHeap = 4 << 20
+
+// effectiveGC is the GOGC to use with a live heap of live bytes: percent
+// while the headroom it gives (live*percent/100) stays within what it
+// gives a minHeap heap, then less, down to 100 (never below percent
+// itself), rounded down to a multiple of 25 so that small changes of the
+// live heap do not reset the collector's target after every cycle.
+func effectiveGC(percent int, live uint64) int {
+	if percent <= 100 || live <= minHeap {
+		return percent
+	}
+	budget := uint64(percent) * minHeap // headroom in bytes, times 100
+	eff := int(budget / live)
+	eff -= eff % 25
+	return max(100, min(percent, eff))
 }
 
 // quietAfter is how long sending must have stopped before the memory of a

@@ -102,3 +102,28 @@ func TestBusySpellMemoryGoesBackBinary(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func TestEffectiveGC(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		percent int
+		live    uint64
+		want    int
+	}{
+		{400, 1 * mib, 400}, {400, 4 * mib, 400}, {400, 5 * mib, 300}, {400, 8 * mib, 200},
+		{400, 16 * mib, 100}, {400, 100 * mib, 100}, {100, 100 * mib, 100}, {50, 100 * mib, 50},
+		{1000, 10 * mib, 400}, {400, 0, 400},
+	} {
+		if got := effectiveGC(c.percent, c.live); got != c.want {
+			t.Errorf("effectiveGC(%d, %d MiB) = %d, want %d", c.percent, c.live/mib, got, c.want)
+		}
+		// The headroom never passes what gc_percent gives a 4 MiB heap (or
+		// Go's default 100 would give).
+		if eff := effectiveGC(c.percent, c.live); c.live > 0 && c.percent > 100 {
+			headroom := c.live * uint64(eff) / 100
+			if headroom > uint64(c.percent)*minHeap/100 && eff > 100 {
+				t.Errorf("gc_percent %d, live %d MiB: GOGC %d leaves %d MiB of headroom", c.percent, c.live/mib, eff, headroom/mib)
+			}
+		}
+	}
+}
