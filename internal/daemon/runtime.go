@@ -59,6 +59,8 @@ type gcTuner struct {
 	percent int // gc_percent; 0 until set
 	applied int // the GOGC last given to the runtime
 	armed   bool
+	// live reads the live heap (tests; nil: the runtime's metric).
+	live func() uint64
 }
 
 // set makes percent the tuner's gc_percent, applies it for the live heap
@@ -71,6 +73,7 @@ func (t *gcTuner) set(percent int) (prev int) {
 		prev = 100
 	}
 	t.percent = percent
+	t.applied = 0 // apply whatever GOGC is now
 	t.applyLocked()
 	if !t.armed {
 		t.armed = true
@@ -96,16 +99,22 @@ func (t *gcTuner) afterGC() {
 }
 
 func (t *gcTuner) applyLocked() {
-	sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	rtmetrics.Read(sample)
-	var live uint64
-	if sample[0].Value.Kind() == rtmetrics.KindUint64 {
-		live = sample[0].Value.Uint64()
-	}
-	if eff := effectiveGC(t.percent, live); eff != t.applied {
+	if eff := effectiveGC(t.percent, t.liveHeap()); eff != t.applied {
 		debug.SetGCPercent(eff)
 		t.applied = eff
 	}
+}
+
+func (t *gcTuner) liveHeap() uint64 {
+	if t.live != nil {
+		return t.live()
+	}
+	sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(sample)
+	if sample[0].Value.Kind() == rtmetrics.KindUint64 {
+		return sample[0].Value.Uint64()
+	}
+	return 0
 }
 
 // minHeap is the Go runtime's heap target at GOGC 100 for a small heap.

@@ -46,13 +46,30 @@ func TestQuietWatch(t *testing.T) {
 func TestApplyGC(t *testing.T) {
 	orig := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(orig)
+	// The test process's own live heap varies with the tests around it:
+	// give the tuner a small one, then a large one.
+	live := uint64(1 << 20)
+	tuner.mu.Lock()
+	tuner.live = func() uint64 { return live }
+	tuner.mu.Unlock()
+	defer func() {
+		tuner.mu.Lock()
+		tuner.live = nil
+		tuner.mu.Unlock()
+	}()
 	cfg := config.Default()
 	cfg.GCPercent = 250
 	t.Setenv("GOGC", "")
 	applyGC(cfg, slog.New(slog.DiscardHandler))
 	if got := debug.SetGCPercent(100); got != 250 {
-		t.Errorf("with GOGC unset, gc_percent 250 gave GOGC %d", got)
+		t.Errorf("with GOGC unset and a 1 MiB live heap, gc_percent 250 gave GOGC %d", got)
 	}
+	live = 40 << 20
+	applyGC(cfg, slog.New(slog.DiscardHandler))
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with a 40 MiB live heap, gc_percent 250 gave GOGC %d, want 100 (tapered)", got)
+	}
+	live = 1 << 20
 	t.Setenv("GOGC", "150")
 	applyGC(cfg, slog.New(slog.DiscardHandler))
 	if got := debug.SetGCPercent(100); got != 100 {
