@@ -35,10 +35,11 @@ func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e 
 	if e != nil {
 		return nil, e
 	}
-	if !s.Deadline.IsZero() && !time.Now().Before(s.Deadline) {
-		now := time.Now()
-		d.refused.Add(1)
-		return nil, ipc.Errorf(ipc.CodeExpired, "read %s after its deadline (%s); not sent", now.Sub(s.Deadline).Round(time.Millisecond), s.Deadline.UTC().Format(time.RFC3339Nano))
+	if !s.Deadline.IsZero() {
+		if late := time.Since(s.Deadline); late >= 0 {
+			d.refused.Add(1)
+			return nil, ipc.Errorf(ipc.CodeExpired, "read %s after its deadline (%s); not sent", late.Round(time.Millisecond), s.Deadline.UTC().Format(time.RFC3339Nano))
+		}
 	}
 	if !s.Wait && d.spool == nil {
 		d.refused.Add(1)
