@@ -34,6 +34,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
 		os.Exit(floor(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "ab" {
+		os.Exit(ab(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "compare" {
 		os.Exit(compare(os.Args[2:]))
 	}
@@ -122,6 +125,38 @@ func compare(args []string) int {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "apnsbench compare:", err)
+		return 1
+	}
+	return 0
+}
+
+// ab is `apnsbench ab -a BIN -b BIN [flags]`: two apnsd binaries, the
+// throughput path only, alternating in one run.
+func ab(args []string) int {
+	fs := flag.NewFlagSet("apnsbench ab", flag.ContinueOnError)
+	var o bench.ABOptions
+	fs.StringVar(&o.A, "a", "", "first apnsd binary")
+	fs.StringVar(&o.B, "b", "", "second apnsd binary")
+	fs.IntVar(&o.Rounds, "rounds", 3, "runs of each binary (alternating)")
+	fs.StringVar(&o.Nghttpd, "nghttpd", "/usr/sbin/nghttpd", "nghttpd binary (Debian: nghttp2-server)")
+	fs.IntVar(&o.Clients, "clients", 4, "socket clients of the load generator")
+	fs.IntVar(&o.Pipeline, "pipeline", 64, "requests each socket client keeps outstanding")
+	fs.IntVar(&o.N, "n", 200000, "measured notifications per run")
+	timeout := fs.Duration("timeout", 60*time.Minute, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.Out = os.Stderr
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	rep, err := bench.AB(ctx, o)
+	if rep != nil {
+		rep.Print(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "apnsbench ab:", err)
 		return 1
 	}
 	return 0

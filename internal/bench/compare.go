@@ -104,6 +104,9 @@ type PathResult struct {
 	CPUOf string
 	// LoadgenCPU is the separate load generator's CPU (daemon path only).
 	LoadgenCPU time.Duration
+	// Sys is the daemon's system calls and context switches (daemon path
+	// only).
+	Sys ProcCounters
 	// PeakRSS is the measured process's VmHWM during the run (apnsd, or
 	// the benchmark process for in-process paths).
 	PeakRSS int64
@@ -315,7 +318,7 @@ func daemonRow(name string, run *loadgenRun) PathResult {
 	r := run.Result
 	lg := r.CPU
 	r.CPU = run.DaemonCPU
-	return PathResult{Name: name, Result: r, CPUOf: "apnsd process", LoadgenCPU: lg, PeakRSS: run.DaemonHWM}
+	return PathResult{Name: name, Result: r, CPUOf: "apnsd process", LoadgenCPU: lg, Sys: run.DaemonSys, PeakRSS: run.DaemonHWM}
 }
 
 // Print writes the comparison table and the other figures.
@@ -340,6 +343,10 @@ func (r *CompareReport) Print(w io.Writer) {
 	for _, p := range rows {
 		if p.LoadgenCPU > 0 {
 			fmt.Fprintf(w, "%s: load generator process CPU %.2fµs/notif (not counted above)\n", p.Name, float64(p.LoadgenCPU)/float64(max(1, p.Answered))/1e3)
+		}
+		if s := p.Sys; s.Reads+s.Writes > 0 {
+			n := float64(max(1, p.Answered))
+			fmt.Fprintf(w, "%s: apnsd per notification: %.3f read and %.3f write system calls, %.3f context switches\n", p.Name, float64(s.Reads)/n, float64(s.Writes)/n, float64(s.CtxSwitches)/n)
 		}
 	}
 	var apns2, daemon float64

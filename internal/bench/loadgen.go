@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -76,7 +77,10 @@ type loadgenRun struct {
 	// start), DaemonRSS its VmRSS at the end.
 	DaemonCPU            time.Duration
 	DaemonHWM, DaemonRSS int64
-	HWMReset             bool
+	// DaemonSys is the daemon's system calls and context switches during
+	// the measured part (what batching saves shows here first).
+	DaemonSys ProcCounters
+	HWMReset  bool
 	// Series is the daemon's VmRSS sampled during the measured part.
 	Series []Sample
 }
@@ -117,6 +121,7 @@ func runLoadgen(ctx context.Context, exe string, spec LoadgenSpec, pid int, samp
 		cmd.Process.Kill()
 		return nil, err
 	}
+	sys0 := procCounters(pid)
 	var sp *pidSampler
 	if sampleEvery > 0 {
 		sp = startPIDSampler(pid, sampleEvery, progress)
@@ -126,6 +131,7 @@ func runLoadgen(ctx context.Context, exe string, spec LoadgenSpec, pid int, samp
 	}
 	line, err = rd.ReadString('\n')
 	cpu1, cerr := procCPU(pid)
+	run.DaemonSys = procCounters(pid).Sub(sys0)
 	run.DaemonRSS, run.DaemonHWM = procStatus(pid)
 	if sp != nil {
 		run.Series = sp.stop()
@@ -175,6 +181,54 @@ func procCPU(pid int) (time.Duration, error) {
 		return 0, errors.New("unparsable utime/stime in /proc stat")
 	}
 	return time.Duration(ut+st) * clockTick, nil
+}
+
+// ProcCounters are a process's read and write system calls (syscr and
+// syscw of /proc/<pid>/io) and its threads' context switches (summed over
+// /proc/<pid>/task/*/status), or their differences over a run.
+type ProcCounters struct {
+	Reads, Writes, CtxSwitches int64
+}
+
+// Sub is c - o, field by field.
+func (c ProcCounters) Sub(o ProcCounters) ProcCounters {
+	return ProcCounters{c.Reads - o.Reads, c.Writes - o.Writes, c.CtxSwitches - o.CtxSwitches}
+}
+
+// procCounters reads pid's ProcCounters; a figure it cannot read stays 0
+// (/proc/<pid>/io needs the same user or CAP_SYS_PTRACE).
+func procCounters(pid int) ProcCounters {
+	var c ProcCounters
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(l, ":")
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if !ok || err != nil {
+				continue
+			}
+			switch k {
+			case "syscr":
+				c.Reads = n
+			case "syscw":
+				c.Writes = n
+			}
+		}
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(l, ":")
+			if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				c.CtxSwitches += n
+			}
+		}
+	}
+	return c
 }
 
 // pidSampler records another process's VmRSS every interval.

@@ -18,7 +18,13 @@ const (
 	// DefaultGCPercent is the Go garbage collector's GOGC for apnsd: 400
 	// costs a few MiB more heap under load and halves apnsd's CPU per
 	// notification (docs/performance.md, "Garbage collection").
-	DefaultGCPercent       = 400
+	DefaultGCPercent = 400
+	// DefaultMaxProcs is Go's GOMAXPROCS for apnsd: one core runs every
+	// notification apnsd can get from APNs (over 100,000 a second here),
+	// and keeping its goroutines on one thread spares the cross-thread
+	// wake-ups that cost a sidecar more CPU per notification than the
+	// work itself (docs/performance.md, "One core").
+	DefaultMaxProcs        = 1
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "auto"
@@ -139,6 +145,10 @@ type Config struct {
 	// GCPercent is the garbage collector's GOGC (25 to 10000); the GOGC
 	// environment variable, when set, wins over it.
 	GCPercent int
+	// MaxProcs is how many threads run Go code at once (Go's GOMAXPROCS);
+	// 0 is Go's default (every CPU the process may use). The GOMAXPROCS
+	// environment variable, when set, wins over it.
+	MaxProcs int
 	// ShutdownTimeout is the graceful drain deadline on SIGTERM.
 	ShutdownTimeout time.Duration
 	// UnavailableWait is how long a notification waits while no
@@ -323,6 +333,7 @@ func Default() *Config {
 		RequestTimeout:  DefaultRequestTimeout,
 		QueueSize:       DefaultQueueSize,
 		GCPercent:       DefaultGCPercent,
+		MaxProcs:        DefaultMaxProcs,
 		ShutdownTimeout: DefaultShutdownTimeout,
 		UnavailableWait: DefaultUnavailableWait,
 		LogLevel:        DefaultLogLevel,

@@ -32,6 +32,7 @@ func TestDefault(t *testing.T) {
 		RequestTimeout:  30 * time.Second,
 		QueueSize:       10000,
 		GCPercent:       400,
+		MaxProcs:        1,
 		ShutdownTimeout: 15 * time.Second,
 		UnavailableWait: 3 * time.Second,
 		StateDir:        "/var/lib/apnsd",
@@ -127,6 +128,7 @@ func TestParseValues(t *testing.T) {
 	c, err := Parse([]byte(`
 request_timeout = "1m30s"
 queue_size = 5
+max_procs = 0
 shutdown_timeout = "500ms"
 log_level = "debug"
 log_format = "journal"
@@ -159,7 +161,7 @@ default_env = "sandbox"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.RequestTimeout != 90*time.Second || c.QueueSize != 5 || c.ShutdownTimeout != 500*time.Millisecond ||
+	if c.RequestTimeout != 90*time.Second || c.QueueSize != 5 || c.MaxProcs != 0 || c.ShutdownTimeout != 500*time.Millisecond ||
 		c.LogLevel != "debug" || c.LogFormat != "journal" || c.UnregisteredFile != "/var/lib/apnsd/unregistered.jsonl" {
 		t.Errorf("top level = %+v", c)
 	}
@@ -211,6 +213,8 @@ func TestParseErrors(t *testing.T) {
 		{"queue_size zero", "queue_size = 0\n" + minimal, []string{"queue_size: must be at least 1, got 0"}},
 		{"gc_percent too low", "gc_percent = 10\n" + minimal, []string{"apnsd.toml: gc_percent: must be from 25 to 10000", "got 10"}},
 		{"gc_percent too high", "gc_percent = 20000\n" + minimal, []string{"gc_percent: must be from 25 to 10000", "got 20000"}},
+		{"max_procs negative", "max_procs = -1\n" + minimal, []string{"apnsd.toml: max_procs: must be from 0 to 1024", "got -1"}},
+		{"max_procs too high", "max_procs = 5000\n" + minimal, []string{"max_procs: must be from 0 to 1024", "0 every CPU", "got 5000"}},
 		{"queue_size string", "queue_size = \"10\"\n" + minimal, []string{"queue_size", "incompatible types"}},
 		{"log_level", "log_level = \"verbose\"\n" + minimal, []string{`log_level: must be one of debug, info, warn, error, got "verbose"`}},
 		{"log_format", "log_format = \"xml\"\n" + minimal, []string{`log_format: must be one of auto, text, json, journal, got "xml"`}},
@@ -393,7 +397,8 @@ func TestExampleFile(t *testing.T) {
 	d := Default()
 	if c.RequestTimeout != d.RequestTimeout || c.QueueSize != d.QueueSize || c.ShutdownTimeout != d.ShutdownTimeout ||
 		c.LogLevel != d.LogLevel || c.LogFormat != d.LogFormat || c.UnregisteredFile != "" ||
-		c.StateDir != d.StateDir || c.SpoolMaxBytes != d.SpoolMaxBytes || c.UnavailableWait != d.UnavailableWait {
+		c.StateDir != d.StateDir || c.SpoolMaxBytes != d.SpoolMaxBytes || c.UnavailableWait != d.UnavailableWait ||
+		c.GCPercent != d.GCPercent || c.MaxProcs != d.MaxProcs {
 		t.Errorf("example top-level values differ from Default(): %+v", c)
 	}
 	s := c.Socket

@@ -149,6 +149,7 @@ type fileConfig struct {
 	RequestTimeout   *duration   `toml:"request_timeout"`
 	QueueSize        *int        `toml:"queue_size"`
 	GCPercent        *int        `toml:"gc_percent"`
+	MaxProcs         *int        `toml:"max_procs"`
 	ShutdownTimeout  *duration   `toml:"shutdown_timeout"`
 	UnavailableWait  *duration   `toml:"unavailable_wait"`
 	LogLevel         string      `toml:"log_level"`
@@ -275,6 +276,9 @@ func (fc *fileConfig) config(dir string) *Config {
 	}
 	if fc.GCPercent != nil {
 		c.GCPercent = *fc.GCPercent
+	}
+	if fc.MaxProcs != nil {
+		c.MaxProcs = *fc.MaxProcs
 	}
 	if fc.ShutdownTimeout != nil {
 		c.ShutdownTimeout = time.Duration(*fc.ShutdownTimeout)

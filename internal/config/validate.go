@@ -16,6 +16,9 @@ import (
 	"github.com/apnsd/apnsd/internal/apns"
 )
 
+// maxMaxProcs bounds max_procs (a typo like 10000 is refused, not obeyed).
+const maxMaxProcs = 1024
+
 var (
 	appNameRE  = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 	bundleIDRE = regexp.MustCompile(`^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$`)
@@ -53,6 +56,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GCPercent < 25 || c.GCPercent > 10000 {
 		p.top("gc_percent", "must be from 25 to 10000 (Go's GOGC: 100 is Go's default, 400 apnsd's), got %d", c.GCPercent)
+	}
+	if c.MaxProcs < 0 || c.MaxProcs > maxMaxProcs {
+		p.top("max_procs", "must be from 0 to %d (Go's GOMAXPROCS: 1 is apnsd's default, 0 every CPU), got %d", maxMaxProcs, c.MaxProcs)
 	}
 	if c.ShutdownTimeout <= 0 {
 		p.top("shutdown_timeout", "must be positive, got %v", c.ShutdownTimeout)

@@ -159,7 +159,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	}
 	d.state.Store(&state{cfg: cfg, apps: apps})
 	if d.tuneRuntime {
-		applyGC(cfg, d.log)
+		applyRuntime(cfg, d.log)
 	}
 	if cfg.Metrics.Listen != "" {
 		d.metrics = newMetrics(d)

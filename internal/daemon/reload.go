@@ -134,7 +134,7 @@ func (d *Daemon) reloadConfig(now time.Time) ([]string, error) {
 	d.state.Store(&state{cfg: cfg, apps: next})
 	d.mu.Unlock()
 	if d.tuneRuntime {
-		applyGC(cfg, d.log)
+		applyRuntime(cfg, d.log)
 	}
 	for name, st := range prevApps {
 		if next[name] != st {

@@ -39,6 +39,40 @@ import (
 // back to the system at once when sending stops, so an idle apnsd is as
 // small after a burst as before it.
 
+// max_procs sets Go's GOMAXPROCS, 1 by default: apnsd's goroutines hand
+// each notification on four times (socket reader, APNs writer, APNs reader,
+// socket writer), and with more than one thread each hand-off may wake an
+// idle thread (a futex call and, in a VM, an inter-processor interrupt)
+// that then looks for work another thread already took. On one thread the
+// hand-off is a goroutine switch. Measured side by side, one thread costs
+// about a sixth less CPU per notification at the same rate, and one core
+// carries far more than APNs takes from one provider
+// (docs/performance.md, "One core"). 0 restores Go's default (every CPU
+// the process may use, updated as that changes). The GOMAXPROCS
+// environment variable, when set, wins.
+
+// applyRuntime applies cfg's runtime settings (gc_percent, max_procs).
+func applyRuntime(cfg *config.Config, log *slog.Logger) {
+	applyGC(cfg, log)
+	applyProcs(cfg, log)
+}
+
+// applyProcs sets GOMAXPROCS from cfg unless the environment set it.
+func applyProcs(cfg *config.Config, log *slog.Logger) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	prev := runtime.GOMAXPROCS(0)
+	if cfg.MaxProcs == 0 {
+		runtime.SetDefaultGOMAXPROCS()
+	} else {
+		runtime.GOMAXPROCS(cfg.MaxProcs)
+	}
+	if now := runtime.GOMAXPROCS(0); now != prev {
+		log.Debug("threads running Go code set", "max_procs", cfg.MaxProcs, "gomaxprocs", now, "was", prev)
+	}
+}
+
 // applyGC sets GOGC from cfg unless the environment set it.
 func applyGC(cfg *config.Config, log *slog.Logger) {
 	if os.Getenv("GOGC") != "" {

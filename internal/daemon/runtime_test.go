@@ -2,16 +2,23 @@ package daemon
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/apnsd/apnsd/internal/config"
+	"github.com/apnsd/apnsd/internal/ipc"
 )
 
 func TestQuietWatch(t *testing.T) {
@@ -143,4 +150,92 @@ func TestEffectiveGC(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestApplyProcs(t *testing.T) {
+	orig := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(orig)
+	log := slog.New(slog.DiscardHandler)
+	cfg := config.Default()
+	t.Setenv("GOMAXPROCS", "")
+	applyProcs(cfg, log)
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Errorf("default max_procs gave GOMAXPROCS %d, want 1", got)
+	}
+	cfg.MaxProcs = 3
+	applyProcs(cfg, log)
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Errorf("max_procs 3 gave GOMAXPROCS %d", got)
+	}
+	cfg.MaxProcs = 0
+	applyProcs(cfg, log)
+	runtime.GOMAXPROCS(1) // what SetDefaultGOMAXPROCS gave is the machine's; compare with a fresh call
+	runtime.SetDefaultGOMAXPROCS()
+	want := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(5)
+	applyProcs(cfg, log)
+	if got := runtime.GOMAXPROCS(0); got != want {
+		t.Errorf("max_procs 0 gave GOMAXPROCS %d, want Go's default %d", got, want)
+	}
+	t.Setenv("GOMAXPROCS", "2")
+	runtime.GOMAXPROCS(2)
+	cfg.MaxProcs = 1
+	applyProcs(cfg, log)
+	if got := runtime.GOMAXPROCS(0); got != 2 {
+		t.Errorf("with GOMAXPROCS set, applyProcs changed it to %d", got)
+	}
+}
+
+// TestMaxProcsBinary: the real binary runs on max_procs threads (1 by
+// default), a reload applies a new value, and the GOMAXPROCS environment
+// variable wins; seen from outside in go_sched_gomaxprocs_threads.
+func TestMaxProcsBinary(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	bin := buildApnsd(t)
+	dir := shortTempDir(t)
+	msock := filepath.Join(dir, "m.sock")
+	metrics := fmt.Sprintf("[metrics]\nlisten = \"unix:%s\"", msock)
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", msock)
+	}}}
+	threads := func() string {
+		t.Helper()
+		return metricValue(scrape(t, client, "http://apnsd/metrics"), "go_sched_gomaxprocs_threads")
+	}
+	sock := filepath.Join(dir, "a.sock")
+	cfg := h.procConfig("procs.toml", sock, filepath.Join(h.dir, "procs-state"), "", metrics)
+	p := startProc(t, bin, func(c *exec.Cmd) { c.Env = withoutEnv(os.Environ(), "GOMAXPROCS") }, "-config", cfg)
+	p.waitReady(sock)
+	if got := threads(); got != "1" {
+		t.Errorf("default: go_sched_gomaxprocs_threads = %q, want 1", got)
+	}
+	h.procConfig("procs.toml", sock, filepath.Join(h.dir, "procs-state"), "max_procs = 2", metrics)
+	r, err := (&ipc.Client{Socket: sock}).Do(context.Background(), map[string]any{"op": "reload"})
+	if err != nil || !r.OK {
+		t.Fatalf("reload: %v %+v", err, r)
+	}
+	if got := threads(); got != "2" {
+		t.Errorf("after a reload to max_procs = 2: go_sched_gomaxprocs_threads = %q", got)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.wait(30 * time.Second)
+
+	cfg = h.procConfig("procs.toml", sock, filepath.Join(h.dir, "procs-state"), "max_procs = 1", metrics)
+	p = startProc(t, bin, func(c *exec.Cmd) { c.Env = append(withoutEnv(os.Environ(), "GOMAXPROCS"), "GOMAXPROCS=2") }, "-config", cfg)
+	p.waitReady(sock)
+	if got := threads(); got != "2" {
+		t.Errorf("GOMAXPROCS=2 in the environment, max_procs = 1: go_sched_gomaxprocs_threads = %q, want 2 (the environment wins)", got)
+	}
+}
+
+// withoutEnv is env without the variable name.
+func withoutEnv(env []string, name string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

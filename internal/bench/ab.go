@@ -1,0 +1,121 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+)
+
+// ABOptions are the options of AB: two apnsd binaries measured in one
+// run on one sink, alternating, so that the machine's drift (other load,
+// frequency, page cache) falls on both alike.
+type ABOptions struct {
+	CompareOptions
+	// A and B are the two daemon binaries.
+	A, B string
+	// Rounds is how many times each is measured (default 3); a round runs
+	// A then B, the next B then A.
+	Rounds int
+}
+
+// ABReport is the outcome of AB: each binary's throughput rows in the
+// order they ran.
+type ABReport struct {
+	Opts ABOptions
+	A, B []PathResult
+}
+
+// AB measures the daemon's throughput path (socket line in to answer line
+// out, daemon CPU from /proc) for two binaries, alternating. Only the
+// throughput run: no latency, RSS-flat or in-process paths.
+func AB(ctx context.Context, o ABOptions) (*ABReport, error) {
+	o.defaults()
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+	}
+	if o.A == "" || o.B == "" {
+		return nil, fmt.Errorf("ab needs two apnsd binaries (-a and -b)")
+	}
+	o.LatencyN, o.FlatN = -1, 0
+	if o.IdleWait <= 0 || o.IdleWait == 5*time.Second {
+		o.IdleWait = time.Second
+	}
+	e, err := Setup(Options{Sink: SinkNghttpd, Nghttpd: o.Nghttpd, Conns: o.Conns, MaxStreams: o.MaxStreams,
+		Clients: o.Clients, Pipeline: o.Pipeline})
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	exe := o.Exe
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	rep := &ABReport{Opts: o}
+	for i := 0; i < o.Rounds; i++ {
+		order := []string{o.A, o.B}
+		if i%2 == 1 {
+			order = []string{o.B, o.A}
+		}
+		for _, bin := range order {
+			var one CompareReport
+			fmt.Fprintf(o.Out, "round %d: %s\n", i+1, bin)
+			if err := e.runApnsd(ctx, bin, exe, o.CompareOptions, &one); err != nil {
+				return rep, err
+			}
+			if bin == o.A {
+				rep.A = append(rep.A, one.Paths...)
+			} else {
+				rep.B = append(rep.B, one.Paths...)
+			}
+		}
+	}
+	return rep, nil
+}
+
+// Print writes each binary's runs and medians.
+func (r *ABReport) Print(w io.Writer) {
+	fmt.Fprintf(w, "\n%d clients x %d pipelined, %d notifications per run, %d rounds (A B, B A, ...)\n",
+		r.Opts.Clients, r.Opts.Pipeline, r.Opts.N, r.Opts.Rounds)
+	for _, side := range []struct {
+		name, bin string
+		rows      []PathResult
+	}{{"A", r.Opts.A, r.A}, {"B", r.Opts.B, r.B}} {
+		var cpu, rate, sysc []float64
+		for _, p := range side.rows {
+			n := float64(max(1, p.Answered))
+			cpu = append(cpu, float64(p.CPUPer())/1e3)
+			rate = append(rate, p.Rate())
+			sysc = append(sysc, float64(p.Sys.Reads+p.Sys.Writes)/n)
+		}
+		fmt.Fprintf(w, "%s %s\n  CPU/notif µs: %s (median %.2f)\n  notif/s: %s (median %.0f)\n  syscalls/notif: %s (median %.3f)\n",
+			side.name, side.bin, list(cpu, "%.2f"), median(cpu), list(rate, "%.0f"), median(rate), list(sysc, "%.3f"), median(sysc))
+	}
+}
+
+func list(xs []float64, f string) string {
+	s := ""
+	for i, x := range xs {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf(f, x)
+	}
+	return s
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
