@@ -57,21 +57,21 @@ func AB(ctx context.Context, o ABOptions) (*ABReport, error) {
 	}
 	rep := &ABReport{Opts: o}
 	for i := 0; i < o.Rounds; i++ {
-		order := []string{o.A, o.B}
+		sides := []bool{false, true} // B?
 		if i%2 == 1 {
-			order = []string{o.B, o.A}
+			sides = []bool{true, false}
 		}
-		for _, bin := range order {
+		for _, isB := range sides {
+			bin, rows := o.A, &rep.A
+			if isB {
+				bin, rows = o.B, &rep.B
+			}
 			var one CompareReport
 			fmt.Fprintf(o.Out, "round %d: %s\n", i+1, bin)
 			if err := e.runApnsd(ctx, bin, exe, o.CompareOptions, &one); err != nil {
 				return rep, err
 			}
-			if bin == o.A {
-				rep.A = append(rep.A, one.Paths...)
-			} else {
-				rep.B = append(rep.B, one.Paths...)
-			}
+			*rows = append(*rows, one.Paths...)
 		}
 	}
 	return rep, nil

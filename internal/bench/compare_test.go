@@ -68,6 +68,9 @@ func TestCompareSmoke(t *testing.T) {
 	if rep.Paths[0].CPUOf != "apnsd process" || rep.Paths[0].LoadgenCPU <= 0 {
 		t.Errorf("daemon row: CPU of %q, load generator CPU %s", rep.Paths[0].CPUOf, rep.Paths[0].LoadgenCPU)
 	}
+	if s := rep.Paths[0].Sys; s.Reads <= 0 || s.Writes <= 0 || s.CtxSwitches <= 0 {
+		t.Errorf("daemon row: system calls and context switches %+v, want all counted", s)
+	}
 	if rep.LatDaemon.Answered != 100 || rep.LatDirect.Answered != 100 {
 		t.Errorf("one-in-flight runs answered %d and %d, want 100 each", rep.LatDaemon.Answered, rep.LatDirect.Answered)
 	}
@@ -89,4 +92,41 @@ func TestCompareSmoke(t *testing.T) {
 
 func runGo(ctx context.Context, args ...string) ([]byte, error) {
 	return exec.CommandContext(ctx, "go", args...).CombinedOutput()
+}
+
+// TestABSmoke runs apnsbench ab small, with one binary on both sides: each
+// side gets its rounds, all answered 200, with CPU and system calls
+// counted.
+func TestABSmoke(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "apnsd")
+	if out, err := runGo(ctx, "build", "-o", bin, "github.com/apnsd/apnsd/cmd/apnsd"); err != nil {
+		t.Fatalf("go build apnsd: %v: %s", err, out)
+	}
+	var progress bytes.Buffer
+	const n = 1000
+	rep, err := AB(ctx, ABOptions{A: bin, B: bin, Rounds: 2, CompareOptions: CompareOptions{
+		Nghttpd: "/usr/sbin/nghttpd", Clients: 2, Pipeline: 16, N: n, Warmup: 64,
+		IdleWait: 100 * time.Millisecond, Out: &progress}})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	if len(rep.A) != 2 || len(rep.B) != 2 {
+		t.Fatalf("%d and %d rows, want 2 each (2 rounds)", len(rep.A), len(rep.B))
+	}
+	rows := append(rep.A, rep.B...)
+	for _, p := range rows {
+		if p.Answered != n || p.Answers["200"] != n || p.CPU <= 0 || p.Sys.Reads <= 0 {
+			t.Errorf("%s: answered %d (%v), CPU %s, system calls %+v", p.Name, p.Answered, p.Answers, p.CPU, p.Sys)
+		}
+	}
+	var out bytes.Buffer
+	rep.Print(&out)
+	if !strings.Contains(out.String(), "CPU/notif µs:") || !strings.Contains(out.String(), "median") {
+		t.Errorf("report:\n%s", out.String())
+	}
+	if _, err := AB(ctx, ABOptions{A: bin}); err == nil {
+		t.Error("AB with one binary: no error")
+	}
 }
