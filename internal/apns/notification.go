@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Push types APNs accepts in the apns-push-type header.
@@ -238,13 +239,35 @@ func isHex(s string) bool {
 // the system's entropy), which costs no system call per notification as
 // crypto/rand may.
 func NewUUID() string {
+	var out [36]byte
+	putUUID(&out)
+	return string(out[:])
+}
+
+// NewUUIDAndPath is NewUUID and DevicePath(token) in one allocation: a
+// caller that gives each notification an apns-id keeps the path for
+// PushRequest.KeepPath.
+func NewUUIDAndPath(token string) (id, path string) {
+	var b strings.Builder
+	b.Grow(len(devicePrefix) + len(token) + 36)
+	b.WriteString(devicePrefix)
+	b.WriteString(token)
+	var out [36]byte
+	putUUID(&out)
+	b.Write(out[:])
+	s := b.String() // the builder's bytes, not a copy
+	n := len(devicePrefix) + len(token)
+	return s[n:], s[:n]
+}
+
+// putUUID writes a random version 4 UUID (see NewUUID) into out.
+func putUUID(out *[36]byte) {
 	var b [16]byte
 	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
 	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	const hexdigits = "0123456789abcdef"
-	var out [36]byte
 	j := 0
 	for i, v := range b {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
@@ -254,7 +277,6 @@ func NewUUID() string {
 		out[j], out[j+1] = hexdigits[v>>4], hexdigits[v&0x0f]
 		j += 2
 	}
-	return string(out[:])
 }
 
 // validHeaderValue reports whether v can be sent as an HTTP/2 header value

@@ -50,7 +50,7 @@ func neverIndexed(name string) bool {
 
 // pathNeverIndexed: a device token is per request (and not for
 // intermediaries to keep); the broadcast paths are per app and indexed.
-func pathNeverIndexed(path string) bool { return strings.HasPrefix(path, "/3/device/") }
+func pathNeverIndexed(path string) bool { return strings.HasPrefix(path, devicePrefix) }
 
 // Request returns the HTTP/2 request that delivers n: POST
 // /3/device/<token> with n's apns-* headers and payload. It shares n's
@@ -63,7 +63,21 @@ func (n *Notification) Request() *Request { return new(PushRequest).Set(n) }
 type PushRequest struct {
 	Request
 	hdr [7]Header
+	// path is a DevicePath kept by KeepPath, used by Set when it is the
+	// notification's.
+	path string
 }
+
+// devicePrefix starts the path of a notification to one device.
+const devicePrefix = "/3/device/"
+
+// DevicePath is the request path of a notification to token.
+func DevicePath(token string) string { return devicePrefix + token }
+
+// KeepPath gives p the DevicePath of the notification it will Set (from
+// NewUUIDAndPath), so that Set does not build it again. A path that is not
+// the notification's is ignored.
+func (p *PushRequest) KeepPath(path string) { p.path = path }
 
 // Set makes p the request that delivers n (see Notification.Request) and
 // returns it. It shares n's payload bytes.
@@ -86,7 +100,11 @@ func (p *PushRequest) Set(n *Notification) *Request {
 		h = append(h, Header{Name: "apns-id", Value: n.ApnsID, NeverIndex: true})
 	}
 	h = append(h, Header{Name: "content-type", Value: "application/json"})
-	p.Request = Request{Method: "POST", Path: "/3/device/" + n.DeviceToken, Header: h, Body: n.Payload}
+	path := p.path
+	if len(path) != len(devicePrefix)+len(n.DeviceToken) || !strings.HasPrefix(path, devicePrefix) || !strings.HasSuffix(path, n.DeviceToken) {
+		path = DevicePath(n.DeviceToken)
+	}
+	p.Request = Request{Method: "POST", Path: path, Header: h, Body: n.Payload}
 	return &p.Request
 }
 

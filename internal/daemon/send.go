@@ -53,7 +53,7 @@ func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e 
 	// on the caller's goroutine (no goroutine per notification), and an
 	// attempt that fails at once may answer (and take locks) before
 	// deliver returns.
-	d.deliver(j)
+	d.deliver(j, s.ReadAt)
 	return j.ch, nil
 }
 
@@ -89,9 +89,10 @@ func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification) (*job,
 	if n.Topic == "" {
 		n.Topic = apns.Topic(app.cfg.Topic, n.PushType)
 	}
+	var path string
 	if n.ApnsID == "" {
 		// Fixed here so that a retry (and a replay) carries the same apns-id.
-		n.ApnsID = apns.NewUUID()
+		n.ApnsID, path = apns.NewUUIDAndPath(n.DeviceToken)
 	}
 	if queueCap := int64(st.cfg.QueueSize); d.pending.Add(1) > queueCap {
 		d.pending.Add(-1)
@@ -100,6 +101,7 @@ func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification) (*job,
 	}
 	j := &job{d: d, es: es, n: n, wait: s.Wait, deadline: s.Deadline, timeout: time.Duration(st.cfg.RequestTimeout),
 		ch: make(chan *ipc.Response, 1)}
+	j.push.KeepPath(path)
 	if !s.Wait {
 		if e := d.spoolAppend(j, app.cfg.Name, envName); e != nil {
 			d.pending.Add(-1)
@@ -218,17 +220,21 @@ func pickApp(apps map[string]*appState, name string) (*appState, *ipc.Error) {
 // At the shutdown deadline (drainCtx) the clients are closed, so every
 // attempt ends at once: wait:true jobs are answered shutting_down,
 // wait:false ones stop and stay in the spool for the next start.
-func (d *Daemon) deliver(j *job) {
+func (d *Daemon) deliver(j *job, readAt time.Time) {
 	if d.metrics != nil {
 		j.since = time.Now()
 	}
 	j.roundBackoff = roundBackoff
-	d.startRound(j)
+	d.startRound(j, readAt)
 }
 
-// startRound begins a round of attempts with a fresh deadline.
-func (d *Daemon) startRound(j *job) {
-	j.roundDL = time.Now().Add(j.timeout)
+// startRound begins a round of attempts with a fresh deadline: from start,
+// or from now if start is zero.
+func (d *Daemon) startRound(j *job, start time.Time) {
+	if start.IsZero() {
+		start = time.Now()
+	}
+	j.roundDL = start.Add(j.timeout)
 	if !j.deadline.IsZero() && j.deadline.Before(j.roundDL) {
 		j.roundDL = j.deadline
 	}
@@ -356,7 +362,7 @@ func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
 			d.finish(j) // stays in the spool
 			return
 		}
-		d.startRound(j)
+		d.startRound(j, time.Time{})
 	})
 }
 

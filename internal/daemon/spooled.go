@@ -141,7 +141,7 @@ func (d *Daemon) replay(rec *spool.Recovery) {
 		d.pending.Add(1)
 		d.wg.Add(1)
 		es.active.Add(1)
-		go d.deliver(j)
+		go d.deliver(j, time.Time{})
 	}
 	d.log.Info("sending again the notifications spooled by the previous run", "count", resent, "dropped", dropped, "state_dir", st.cfg.StateDir)
 }

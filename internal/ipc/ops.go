@@ -93,8 +93,8 @@ func async(h func(s *Server, p *Peer, req *Request) *Response) func(*Server, *Pe
 // acknowledgement (queued:true once the notification is durable) instead of
 // APNs' answer.
 func (s *Server) opSend(p *Peer, req *Request) pending {
-	send, e := req.Send()
-	if e != nil {
+	send := &req.send
+	if e := req.fillSend(send); e != nil {
 		return answered(req.ID, ErrorResponse(e))
 	}
 	ch, e := s.Backend.Submit(p, send)

@@ -37,6 +37,10 @@ type Request struct {
 	Storage string `json:"storage,omitempty"`
 	// Deadline is Unix time in milliseconds (PROTOCOL.md "deadline").
 	Deadline *int64 `json:"deadline,omitempty"`
+	// readAt is when the server read the line (see Send.ReadAt).
+	readAt time.Time `json:"-"`
+	// send is the Send the server's opSend fills (fillSend).
+	send Send `json:"-"`
 }
 
 // The environments a send may name ("env"); empty means the app's default.
@@ -76,6 +80,11 @@ type Send struct {
 	// read after it is answered expired and never sent, one unanswered at it
 	// is answered timeout.
 	Deadline time.Time
+	// ReadAt is when the server's Read that completed the line returned,
+	// zero for a Send not read from a socket. The daemon starts the
+	// notification's request_timeout from it, which spares a clock read
+	// per notification (and is, if anything, early by the decoding time).
+	ReadAt time.Time
 }
 
 // DecodeRequest parses one line. On failure it returns the *Error to answer
@@ -164,13 +173,23 @@ func describeDecodeError(err error) string {
 // name, shorthand merged into payload.aps. APNs' own rules are checked by
 // the daemon (see daemon.NewNotification).
 func (r *Request) Send() (*Send, *Error) {
+	s := new(Send)
+	if e := r.fillSend(s); e != nil {
+		return nil, e
+	}
+	return s, nil
+}
+
+// fillSend is Send into s (the server's own path gives r's send field, one
+// allocation less per notification).
+func (r *Request) fillSend(s *Send) *Error {
 	var token string
 	var tokens []string
 	var tokenErrs []*Error
 	switch {
 	case r.Tokens != nil || r.ChannelID != "":
 		if e := r.checkTargets(); e != nil {
-			return nil, e
+			return e
 		}
 		if r.Tokens != nil {
 			tokens, tokenErrs = cleanTokens(r.Tokens)
@@ -178,24 +197,24 @@ func (r *Request) Send() (*Send, *Error) {
 	default:
 		t, err := CleanToken(r.Token)
 		if err != nil {
-			return nil, Errorf(CodeInvalidToken, "%v", err)
+			return Errorf(CodeInvalidToken, "%v", err)
 		}
 		token = t
 	}
 	switch r.Env {
 	case "", EnvSandbox, EnvProduction:
 	default:
-		return nil, Errorf(CodeBadRequest, "env must be %q or %q, not %q", EnvSandbox, EnvProduction, r.Env)
+		return Errorf(CodeBadRequest, "env must be %q or %q, not %q", EnvSandbox, EnvProduction, r.Env)
 	}
 	payload, perr := r.buildPayload()
 	if perr != nil {
-		return nil, perr
+		return perr
 	}
 	var deadline time.Time
 	if r.Deadline != nil {
 		ms := *r.Deadline
 		if ms < minDeadlineMs {
-			return nil, Errorf(CodeBadRequest, "deadline must be a Unix time in milliseconds (13 digits today), got %d: seconds by mistake?", ms)
+			return Errorf(CodeBadRequest, "deadline must be a Unix time in milliseconds (13 digits today), got %d: seconds by mistake?", ms)
 		}
 		deadline = time.UnixMilli(ms)
 	}
@@ -203,12 +222,13 @@ func (r *Request) Send() (*Send, *Error) {
 	if r.Wait != nil {
 		wait = *r.Wait
 	}
-	return &Send{
+	*s = Send{
 		App: r.App, Env: r.Env, Wait: wait,
 		Token: token, Tokens: tokens, TokenErrs: tokenErrs, ChannelID: r.ChannelID, Payload: payload,
 		Topic: r.Topic, PushType: r.PushType, Priority: r.Priority, Expiration: r.Expiration,
-		CollapseID: r.CollapseID, ApnsID: r.ApnsID, Deadline: deadline,
-	}, nil
+		CollapseID: r.CollapseID, ApnsID: r.ApnsID, Deadline: deadline, ReadAt: r.readAt,
+	}
+	return nil
 }
 
 // minDeadlineMs is the smallest "deadline" accepted (2001-09-09 in

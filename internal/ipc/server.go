@@ -398,7 +398,7 @@ func (s *Server) serveConn(c net.Conn, peer *Peer) {
 		if tooLong {
 			push(answered(nil, ErrorResponse(Errorf(CodeLineTooLong, "request line is longer than %d bytes", maxLine))))
 		} else if len(bytes.TrimSpace(line)) > 0 && (err == nil || !cr.timedOut) {
-			push(s.handleLine(peer, line))
+			push(s.handleLine(peer, line, cr.lastRead))
 		}
 		if err != nil {
 			switch {
@@ -559,7 +559,7 @@ func answered(id json.RawMessage, r *Response) pending {
 // handleLine decodes line, checks the op's permission and returns where its
 // one answer will come from. It keeps nothing of line (the reader reuses
 // its buffer): DecodeRequest's result does not alias it.
-func (s *Server) handleLine(p *Peer, line []byte) pending {
+func (s *Server) handleLine(p *Peer, line []byte, readAt time.Time) pending {
 	req, derr := DecodeRequest(line)
 	if derr != nil {
 		var id json.RawMessage
@@ -568,6 +568,7 @@ func (s *Server) handleLine(p *Peer, line []byte) pending {
 		}
 		return answered(id, ErrorResponse(derr))
 	}
+	req.readAt = readAt
 	name := req.Op
 	if name == "" {
 		name = "send"
