@@ -103,7 +103,7 @@ type stream struct {
 	// res and hdrArr hold the answer, so that a typical response (a few
 	// header fields) costs no allocation beyond the stream itself.
 	res    Response
-	hdrArr [6]Header
+	hdrArr [3]Header
 }
 
 // writeBuf is an append-only byte buffer (the Framer writes frames here).
@@ -817,11 +817,15 @@ func (c *conn) emitHeader(hf hpack.HeaderField) {
 	if s == nil || hb.truncated || hb.invalid {
 		return
 	}
-	if !httpguts.ValidHeaderFieldValue(hf.Value) || (len(hf.Name) > 0 && hf.Name[0] != ':' && !httpguts.ValidHeaderFieldName(hf.Name)) {
-		hb.invalid = true
-		return
-	}
 	if hf.Name == ":status" {
+		if hf.Value == "200" {
+			s.status = 200
+			return
+		}
+		if !httpguts.ValidHeaderFieldValue(hf.Value) {
+			hb.invalid = true
+			return
+		}
 		if st, err := strconv.Atoi(hf.Value); err == nil {
 			if st >= 100 && st < 200 {
 				s.status = 0 // informational: the real answer follows
@@ -831,7 +835,15 @@ func (c *conn) emitHeader(hf hpack.HeaderField) {
 		}
 		return
 	}
-	if len(hf.Name) > 0 && hf.Name[0] == ':' {
+	// Only the apns-* fields are kept (Response.Header): they are all APNs
+	// sends that means anything, and all apnsd reads. Others (a server's
+	// date, server, content-length) still count towards the size limit
+	// but are neither checked nor kept.
+	if !strings.HasPrefix(hf.Name, "apns-") {
+		return
+	}
+	if !httpguts.ValidHeaderFieldValue(hf.Value) || !httpguts.ValidHeaderFieldName(hf.Name) {
+		hb.invalid = true
 		return
 	}
 	s.hdrs = append(s.hdrs, Header{Name: hf.Name, Value: hf.Value})

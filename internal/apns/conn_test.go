@@ -511,7 +511,7 @@ func TestFramesAndContinuation(t *testing.T) {
 		pc.ebuf.Reset()
 		pc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
 		pc.enc.WriteField(hpack.HeaderField{Name: "apns-id", Value: "split"})
-		pc.enc.WriteField(hpack.HeaderField{Name: "x-pad", Value: strings.Repeat("p", 3000)})
+		pc.enc.WriteField(hpack.HeaderField{Name: "apns-pad", Value: strings.Repeat("p", 3000)})
 		b := pc.ebuf.Bytes()
 		pc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: q.id, BlockFragment: b[:10], EndStream: true})
 		pc.fr.WriteContinuation(q.id, false, b[10:20])
@@ -527,7 +527,7 @@ func TestFramesAndContinuation(t *testing.T) {
 	req.Header = append(req.Header, Header{Name: "x-big", Value: strings.Repeat("v", 40000)})
 	req.Body = bytes.Repeat([]byte("b"), 100000)
 	res, err := c.Do(ctxFor(t, 10*time.Second), req)
-	if err != nil || res.StatusCode != 200 || res.ApnsID != "split" || len(res.Get("x-pad")) != 3000 {
+	if err != nil || res.StatusCode != 200 || res.ApnsID != "split" || len(res.Get("apns-pad")) != 3000 {
 		t.Fatalf("%+v %v", res, err)
 	}
 	s := <-maxSeen
@@ -689,6 +689,47 @@ func TestOversizedResponseHeaders(t *testing.T) {
 		if res, err := c.Do(ctxFor(t, 10*time.Second), testReq("abcd")); err != nil || res.StatusCode != 200 {
 			t.Fatalf("after %s: %+v %v", mode, res, err)
 		}
+	}
+	c.Close()
+}
+
+// Response.Header keeps the apns-* fields only; a malformed apns-* value
+// resets the stream (a *ConnError) and the connection goes on serving.
+func TestResponseHeaderFields(t *testing.T) {
+	checkNoLeak(t)
+	p := newPeer(t, func(pc *peerConn) {
+		serveRequests(pc, serveOpts{}, func(q *peerReq) {
+			switch q.get("x-mode") {
+			case "bad":
+				pc.respond(q.id, 200, []hpack.HeaderField{{Name: "apns-id", Value: "a\x01b"}}, nil)
+			default:
+				pc.respond(q.id, 200, []hpack.HeaderField{{Name: "server", Value: "x"}, {Name: "apns-id", Value: "id-1"},
+					{Name: "date", Value: "Tue, 01 Dec 2026 00:00:00 GMT"}, {Name: "apns-unique-id", Value: "u-1"},
+					{Name: "x-odd", Value: "\x01"}, {Name: "apns-x", Value: "1"}, {Name: "apns-y", Value: "2"}}, nil)
+			}
+		})
+	})
+	c := p.client(t, nil)
+	res, err := c.Do(ctxFor(t, 10*time.Second), testReq("abcd"))
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	var names []string
+	for _, h := range res.Header {
+		names = append(names, h.Name+"="+h.Value)
+	}
+	if got := strings.Join(names, " "); got != "apns-id=id-1 apns-unique-id=u-1 apns-x=1 apns-y=2" || res.ApnsID != "id-1" {
+		t.Errorf("kept %q (apns-id %q), want the four apns-* fields in order", got, res.ApnsID)
+	}
+	req := testReq("abcd")
+	req.Header = append(req.Header, Header{Name: "x-mode", Value: "bad"})
+	_, err = c.Do(ctxFor(t, 10*time.Second), req)
+	var ce *ConnError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "malformed") {
+		t.Errorf("a control character in apns-id: got %v, want a *ConnError saying malformed", err)
+	}
+	if res, err := c.Do(ctxFor(t, 10*time.Second), testReq("abcd")); err != nil || res.StatusCode != 200 {
+		t.Fatalf("after the malformed answer: %+v %v", res, err)
 	}
 	c.Close()
 }

@@ -85,8 +85,9 @@ type Response struct {
 	// Authorization is the authorization header the request carried (token
 	// auth), so a caller can tell which token APNs judged. Never logged.
 	Authorization string
-	// Header holds the response's header fields (not :status), e.g.
-	// apns-id, apns-channel-id, apns-request-id; see Get.
+	// Header holds the response's apns-* header fields, e.g. apns-id,
+	// apns-unique-id, apns-channel-id, apns-request-id (see Get); other
+	// fields are not kept.
 	Header []Header
 	// Body is the response body (Apple's JSON), nil when empty.
 	Body []byte
