@@ -953,15 +953,15 @@ func TestTLSAndALPNRequired(t *testing.T) {
 }
 
 // TestGeneralRequest: any method and path, extra request headers, response
-// headers and body surfaced (what Apple's broadcast API needs).
+// headers (apns-*) and body surfaced (what Apple's broadcast API needs).
 func TestGeneralRequest(t *testing.T) {
 	p := newPeer(t, func(pc *peerConn) {
 		serveRequests(pc, serveOpts{}, func(q *peerReq) {
 			h := []hpack.HeaderField{
 				{Name: "apns-request-id", Value: q.get("apns-request-id")},
 				{Name: "apns-channel-id", Value: "ch-" + q.get(":method")},
-				{Name: "x-path", Value: q.get(":path")},
-				{Name: "x-body", Value: string(q.body)},
+				{Name: "apns-x-path", Value: q.get(":path")},
+				{Name: "apns-x-body", Value: string(q.body)},
 			}
 			pc.respond(q.id, 201, h, []byte(`{"channels":["a","b"]}`))
 		})
@@ -982,7 +982,7 @@ func TestGeneralRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 		if res.StatusCode != 201 || res.Get("apns-request-id") != "0f5c4c2e-0000-4000-8000-000000000001" ||
-			res.Get("apns-channel-id") != "ch-"+tc.method || res.Get("x-path") != tc.path || res.Get("x-body") != tc.body ||
+			res.Get("apns-channel-id") != "ch-"+tc.method || res.Get("apns-x-path") != tc.path || res.Get("apns-x-body") != tc.body ||
 			string(res.Body) != `{"channels":["a","b"]}` {
 			t.Errorf("%s %s: got %+v body %q", tc.method, tc.path, res, res.Body)
 		}

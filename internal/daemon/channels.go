@@ -284,7 +284,7 @@ type broadcast struct {
 // stores messages), counted as one notification, retried like a send
 // (connection failures, 429, 500, 503) within request_timeout, keeping its
 // apns-request-id.
-func (d *Daemon) submitBroadcast(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
+func (d *Daemon) submitBroadcast(peer *ipc.Peer, s *ipc.Send) (_ chan *ipc.Response, e *ipc.Error) {
 	defer func() {
 		if e != nil {
 			d.refused.Add(1)
@@ -332,7 +332,7 @@ func (d *Daemon) submitBroadcast(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Res
 	}
 	timeout := time.Duration(a.st.cfg.RequestTimeout)
 	bc := &broadcast{a: a, req: toRequest(areq), id: b.RequestID, since: time.Now(), timeout: timeout,
-		backoff: retryBackoff, ch: make(chan *ipc.Response, 1)}
+		backoff: retryBackoff, ch: ipc.NewAnswer()}
 	bc.deadline = bc.since.Add(timeout)
 	d.tryBroadcast(bc)
 	return bc.ch, nil

@@ -17,7 +17,7 @@ import (
 //
 // With "wait":false the answer is {"ok":true,"queued":N} once every good
 // token is in the spool (durable), as a single send's acknowledgement.
-func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
+func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ chan *ipc.Response, e *ipc.Error) {
 	defer func() { d.metrics.refusedSend(e) }() // a batch refused whole counts once
 	good := 0
 	probe := *s
@@ -42,7 +42,7 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Respon
 		return nil, e
 	}
 	results := make([]ipc.TokenResult, len(s.Tokens))
-	chans := make([]<-chan *ipc.Response, len(s.Tokens))
+	chans := make([]chan *ipc.Response, len(s.Tokens))
 	for i, t := range s.Tokens {
 		if s.TokenErrs != nil && s.TokenErrs[i] != nil {
 			results[i] = ipc.TokenResultFrom(t, ipc.ErrorResponse(s.TokenErrs[i]))
@@ -57,7 +57,7 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Respon
 		}
 		chans[i] = ch
 	}
-	out := make(chan *ipc.Response, 1)
+	out := ipc.NewAnswer()
 	go func() {
 		// wait:true: each channel delivers APNs' answer. wait:false: each
 		// delivers the acknowledgement once the notification is in the
@@ -68,6 +68,7 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Respon
 				continue
 			}
 			r := <-ch
+			ipc.ReleaseAnswer(ch)
 			if !s.Wait && r.OK && r.Queued != nil {
 				results[i] = ipc.TokenResult{Token: s.Tokens[i], OK: true, Queued: true}
 				queued++

@@ -23,7 +23,7 @@ import (
 // the channel delivers {"ok":true,"queued":true} only once it is durable;
 // the send to APNs starts at once, in parallel with the write. peer must be
 // allowed to send as the app (checkSend).
-func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ <-chan *ipc.Response, e *ipc.Error) {
+func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ chan *ipc.Response, e *ipc.Error) {
 	if s.Tokens != nil {
 		return d.submitMulticast(peer, s) // multicast.go: one Submit per token
 	}
@@ -100,7 +100,7 @@ func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification) (*job,
 		return nil, ipc.Errorf(ipc.CodeQueueFull, "queue is full (%d notifications waiting); retry later", queueCap)
 	}
 	j := &job{d: d, es: es, n: n, wait: s.Wait, deadline: s.Deadline, timeout: time.Duration(st.cfg.RequestTimeout),
-		ch: make(chan *ipc.Response, 1)}
+		ch: ipc.NewAnswer()}
 	j.push.KeepPath(path)
 	if !s.Wait {
 		if e := d.spoolAppend(j, app.cfg.Name, envName); e != nil {
@@ -124,7 +124,10 @@ type job struct {
 	// false answered the acknowledgement on ch (nil for a replayed job) and
 	// keeps the notification in the spool until its outcome is final.
 	wait bool
-	ch   chan *ipc.Response // buffered (1): never blocks
+	// ch is from ipc.NewAnswer: buffered (1), so its one send never blocks;
+	// the reader of that answer puts it back for another job, so nothing
+	// touches ch after its send.
+	ch chan *ipc.Response
 	// spoolID is the record's id in the spool (wait:false only).
 	spoolID uint64
 	// deadline is the caller's ("deadline"), zero for none.

@@ -74,7 +74,7 @@ func BenchmarkDecodeSendEncode(b *testing.B) {
 // instantBackend answers every send at once.
 type instantBackend struct{}
 
-func (instantBackend) Submit(_ *Peer, s *Send) (<-chan *Response, *Error) {
+func (instantBackend) Submit(_ *Peer, s *Send) (chan *Response, *Error) {
 	ch := make(chan *Response, 1)
 	ch <- &Response{OK: true, Status: 200, ApnsID: "6f2a3b1c-0000-4000-8000-000000000001"}
 	return ch, nil

@@ -126,7 +126,7 @@ type fakeBackend struct {
 	accepted int
 }
 
-func (f *fakeBackend) Submit(_ *Peer, r *Send) (<-chan *Response, *Error) {
+func (f *fakeBackend) Submit(_ *Peer, r *Send) (chan *Response, *Error) {
 	if r.App == "full" {
 		return nil, Errorf(CodeQueueFull, "full")
 	}

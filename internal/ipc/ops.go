@@ -101,7 +101,7 @@ func (s *Server) opSend(p *Peer, req *Request) pending {
 	if e != nil {
 		return answered(req.ID, ErrorResponse(e))
 	}
-	return pending{id: req.ID, ch: ch}
+	return pending{id: req.ID, ch: ch, recycle: ch}
 }
 
 func (s *Server) opPing(*Peer, *Request) *Response {

@@ -31,7 +31,12 @@ type Backend interface {
 	// "queued":true} once durable, or a refusal); the backend guarantees
 	// that, even across reloads and shutdown. It is called on the connection's reader goroutine and must
 	// not block.
-	Submit(peer *Peer, s *Send) (<-chan *Response, *Error)
+	//
+	// The channel should come from NewAnswer: once the server has read
+	// the one response it puts the channel back for another Submit, so the
+	// backend must send exactly once and touch the channel no more after
+	// that send.
+	Submit(peer *Peer, s *Send) (chan *Response, *Error)
 	// Status reports the daemon's state.
 	Status() *StatusReport
 	// Reload re-reads the config and every credential. A non-nil error means the
@@ -534,6 +539,41 @@ type pending struct {
 	ch   <-chan *Response
 	r    *Response
 	line []byte
+	// recycle is ch as Submit gave it: put back (ReleaseAnswer) once its
+	// answer is read.
+	recycle chan *Response
+}
+
+// answers recycles Submit's answer channels (NewAnswer, ReleaseAnswer): a
+// channel and its buffer are two allocations per notification otherwise.
+var answers = sync.Pool{New: func() any { return make(chan *Response, 1) }}
+
+// NewAnswer returns an empty answer channel with room for one response, so
+// that its one send never blocks (see Backend.Submit).
+func NewAnswer() chan *Response { return answers.Get().(chan *Response) }
+
+// ReleaseAnswer puts back a channel whose one answer has been read, for a
+// later NewAnswer. Only a caller that received that answer may release it
+// (the server does so for Submit's channels; a backend that reads
+// channels of its own Submit, as a multicast does, releases them itself).
+// A channel that is not empty or not of capacity 1 is left alone.
+func ReleaseAnswer(ch chan *Response) {
+	if ch != nil && cap(ch) == 1 && len(ch) == 0 {
+		if releasedHook != nil {
+			releasedHook(ch)
+		}
+		answers.Put(ch)
+	}
+}
+
+// releasedHook, when set (tests), sees every channel ReleaseAnswer puts back.
+var releasedHook func(chan *Response)
+
+// took records that p's answer was read from its channel.
+func (p *pending) took(r *Response) {
+	p.r = r
+	ReleaseAnswer(p.recycle)
+	p.recycle = nil
 }
 
 // ready reports whether the answer is known, taking it from ch if it has
@@ -543,7 +583,8 @@ func (p *pending) ready() bool {
 		return true
 	}
 	select {
-	case p.r = <-p.ch:
+	case r := <-p.ch:
+		p.took(r)
 		return true
 	default:
 		return false

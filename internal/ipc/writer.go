@@ -178,7 +178,7 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct
 		case p, ok := <-in:
 			take(p, ok)
 		case r := <-head:
-			q[0].r = r
+			q[0].took(r)
 		}
 	}
 }

@@ -211,3 +211,79 @@ func waitWrites(t *testing.T, cc *countingConn, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// recyclingBackend answers every send at once on a NewAnswer channel and
+// remembers the channels it handed out.
+type recyclingBackend struct {
+	instantBackend
+	mu   sync.Mutex
+	gave map[chan *Response]int
+}
+
+func (b *recyclingBackend) Submit(_ *Peer, s *Send) (chan *Response, *Error) {
+	ch := NewAnswer()
+	if len(ch) != 0 {
+		panic("NewAnswer gave a channel with an answer in it")
+	}
+	b.mu.Lock()
+	b.gave[ch]++
+	b.mu.Unlock()
+	ch <- &Response{OK: true, Status: 200, ApnsID: s.Token}
+	return ch, nil
+}
+
+// TestAnswerChannelsReleased: the server puts back each Submit channel once
+// it has read its answer, exactly once per answer, and every answer still
+// reaches its own request.
+func TestAnswerChannelsReleased(t *testing.T) {
+	var mu sync.Mutex
+	released := map[chan *Response]int{}
+	releasedHook = func(ch chan *Response) {
+		mu.Lock()
+		released[ch]++
+		mu.Unlock()
+	}
+	defer func() { releasedHook = nil }()
+	b := &recyclingBackend{gave: map[chan *Response]int{}}
+	c := startServer(t, &Server{Backend: b})
+	nc, err := c.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	const n = 500
+	var lines strings.Builder
+	for i := range n {
+		fmt.Fprintf(&lines, `{"id":%d,"token":"%04x","alert":"x"}`+"\n", i, i)
+	}
+	if _, err := nc.Write([]byte(lines.String())); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	for i := range n {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf(`"id":%d,`, i); !strings.Contains(line, want) || !strings.Contains(line, fmt.Sprintf(`"apns_id":"%04x"`, i)) {
+			t.Fatalf("answer %d: %s", i, line)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	total, gave := 0, 0
+	for ch, k := range released {
+		total += k
+		if k > b.gave[ch] {
+			t.Errorf("a channel was released %d times, handed out %d", k, b.gave[ch])
+		}
+	}
+	for _, k := range b.gave {
+		gave += k
+	}
+	if total != n || gave != n {
+		t.Errorf("%d channels handed out, %d released, want %d each", gave, total, n)
+	}
+}
