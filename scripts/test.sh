@@ -51,13 +51,17 @@ echo "== short fuzz runs"
 # fails the run. A fuzzing run that dies for another reason (a worker that
 # stalls on a loaded 2-core machine) is retried once, with its output shown.
 fuzzlog=$(mktemp)
-# package:target; FuzzDecodeRequest runs a line through ipc's decoding and
-# the daemon's NewNotification, so it lives in internal/daemon.
-for pf in internal/daemon:FuzzDecodeRequest internal/ipc:FuzzCleanToken internal/ipc:FuzzFraming internal/ipc:FuzzFastDecode internal/ipc:FuzzFastEncode; do
-  pkg=${pf%%:*} f=${pf#*:}
+# package:target[:fuzztime, 10s if not given]; FuzzDecodeRequest runs a
+# line through ipc's decoding and the daemon's NewNotification, so it lives
+# in internal/daemon. The FuzzNameChecks (hand-written name checks against
+# the regexps they replaced) get 5s: small languages, and exhaustive tests
+# besides.
+for pf in internal/daemon:FuzzDecodeRequest internal/ipc:FuzzCleanToken internal/ipc:FuzzFraming internal/ipc:FuzzFastDecode internal/ipc:FuzzFastEncode internal/config:FuzzNameChecks:5s internal/apns:FuzzNameChecks:5s; do
+  pkg=${pf%%:*} f=${pf#*:} fuzztime=10s
+  if [ "${f#*:}" != "$f" ]; then fuzztime=${f#*:} f=${f%%:*}; fi
   for try in 1 2; do
     before=$(ls $pkg/testdata/fuzz/$f 2>/dev/null | wc -l || true) # no corpus yet: 0
-    if go test -run '^$' -fuzz "^$f\$" -fuzztime 10s -parallel 1 ./$pkg/ >"$fuzzlog" 2>&1; then
+    if go test -run '^$' -fuzz "^$f\$" -fuzztime "$fuzztime" -parallel 1 ./$pkg/ >"$fuzzlog" 2>&1; then
       echo "$f: $(tail -n 1 "$fuzzlog")"
       break
     fi

@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,10 +53,36 @@ func (k *TokenKey) sameKey(o *TokenKey) bool {
 	return k.Key.PublicKey.Equal(&o.Key.PublicKey) && k.KeyID == o.KeyID && k.TeamID == o.TeamID
 }
 
-var appleID = regexp.MustCompile(`^[A-Z0-9]{10}$`)
+// validAppleID reports whether s is a key or team id: ^[A-Z0-9]{10}$.
+// This and authKeyID are hand-written so that apnsd does not link regexp;
+// names_test.go checks them against the regexps.
+func validAppleID(s string) bool {
+	if len(s) != 10 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
 
-// authKeyName matches the name Apple gives a downloaded key file.
-var authKeyName = regexp.MustCompile(`^AuthKey_([A-Za-z0-9]+)\.p8$`)
+// authKeyID returns the id in the name Apple gives a downloaded key file,
+// ^AuthKey_([A-Za-z0-9]+)\.p8$, and whether name is such a name.
+func authKeyID(name string) (string, bool) {
+	const prefix, suffix = "AuthKey_", ".p8"
+	if len(name) <= len(prefix)+len(suffix) || name[:len(prefix)] != prefix || name[len(name)-len(suffix):] != suffix {
+		return "", false
+	}
+	id := name[len(prefix) : len(name)-len(suffix)]
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return "", false
+		}
+	}
+	return id, true
+}
 
 // LoadTokenKey reads the .p8 key at path and checks it with keyID and teamID.
 // Apple ships the key as a PKCS#8 PEM ("BEGIN PRIVATE KEY") holding an ECDSA
@@ -69,14 +94,14 @@ var authKeyName = regexp.MustCompile(`^AuthKey_([A-Za-z0-9]+)\.p8$`)
 // errors.Is and ErrUnreadable, ErrEncryptedKey, ErrBadTokenKey, ErrBadKeyID
 // or ErrBadTeamID. It only reads the file and is safe to call concurrently.
 func LoadTokenKey(path, keyID, teamID string, now time.Time) (*TokenKey, error) {
-	if !appleID.MatchString(keyID) {
+	if !validAppleID(keyID) {
 		hint := ""
-		if m := authKeyName.FindStringSubmatch(filepath.Base(path)); m != nil && appleID.MatchString(m[1]) {
-			hint = fmt.Sprintf("; the file name suggests %s", m[1])
+		if id, ok := authKeyID(filepath.Base(path)); ok && validAppleID(id) {
+			hint = fmt.Sprintf("; the file name suggests %s", id)
 		}
 		return nil, credErr(path, ErrBadKeyID, nil, "token key %s: key id %q must be 10 characters of A-Z and 0-9 (the Key ID shown in Apple Developer, Keys%s)", path, keyID, hint)
 	}
-	if !appleID.MatchString(teamID) {
+	if !validAppleID(teamID) {
 		return nil, credErr(path, ErrBadTeamID, nil, "token key %s: team id %q must be 10 characters of A-Z and 0-9 (the Team ID shown in Apple Developer, Membership)", path, teamID)
 	}
 	data, err := readCredFile("token key", path)

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,13 +18,90 @@ import (
 // maxMaxProcs bounds max_procs (a typo like 10000 is refused, not obeyed).
 const maxMaxProcs = 1024
 
-var (
-	appNameRE  = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-	bundleIDRE = regexp.MustCompile(`^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$`)
-	appleIDRE  = regexp.MustCompile(`^[A-Za-z0-9]{10}$`)
-	envVarRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	groupRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*\$?$`)
-)
+// The name checks below are hand-written instead of regexps so that apnsd
+// does not link package regexp (its code and tables are resident at idle:
+// docs/performance.md, "Idle RSS"). Each accepts exactly the language of the
+// regexp in its comment; names_test.go checks that against the regexp.
+// They work on bytes: every accepted byte is ASCII, so a string with any
+// other byte (UTF-8 or not) is refused, as the regexp refuses it.
+
+// isAlnum reports whether b is one of A-Z, a-z, 0-9.
+func isAlnum(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9'
+}
+
+// validAppName is ^[A-Za-z0-9._-]+$.
+func validAppName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; !isAlnum(b) && b != '.' && b != '_' && b != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validBundleID is ^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$: labels of
+// [A-Za-z0-9-], at least one, none empty, separated by single dots.
+func validBundleID(s string) bool {
+	label := 0 // length of the label being read
+	for i := 0; i < len(s); i++ {
+		switch b := s[i]; {
+		case isAlnum(b) || b == '-':
+			label++
+		case b == '.' && label > 0:
+			label = 0
+		default:
+			return false
+		}
+	}
+	return label > 0
+}
+
+// validAppleID is ^[A-Za-z0-9]{10}$.
+func validAppleID(s string) bool {
+	if len(s) != 10 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isAlnum(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// validEnvVar is ^[A-Za-z_][A-Za-z0-9_]*$.
+func validEnvVar(s string) bool {
+	if s == "" || '0' <= s[0] && s[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; !isAlnum(b) && b != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// validGroup is ^[A-Za-z0-9_][A-Za-z0-9._-]*\$?$: a group name, which may
+// end in one "$" but not be only "$".
+func validGroup(s string) bool {
+	if len(s) > 1 && s[len(s)-1] == '$' {
+		s = s[:len(s)-1]
+	}
+	if s == "" || !isAlnum(s[0]) && s[0] != '_' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if b := s[i]; !isAlnum(b) && b != '.' && b != '_' && b != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // problems collects FieldErrors.
 type problems struct {
@@ -97,7 +173,7 @@ func (c *Config) Validate() error {
 	if s.Mode&^os.ModePerm != 0 {
 		p.top("socket.mode", "must be permission bits between 0000 and 0777, got %#o", uint32(s.Mode))
 	}
-	if s.Group != "" && !groupRE.MatchString(s.Group) {
+	if s.Group != "" && !validGroup(s.Group) {
 		p.top("socket.group", "must be a group name or a numeric gid, got %q", s.Group)
 	}
 	if s.MaxLineBytes < MinLineBytes || s.MaxLineBytes > MaxLineBytes {
@@ -149,10 +225,10 @@ func (c *Config) Validate() error {
 
 func (a *AppConfig) validate(p *problems, i int) {
 	add := func(field, format string, args ...any) { p.add(i, a.Name, field, nil, format, args...) }
-	if !appNameRE.MatchString(a.Name) {
+	if !validAppName(a.Name) {
 		add("name", "must be letters, digits, '.', '_' or '-', got %q", a.Name)
 	}
-	if !bundleIDRE.MatchString(a.Topic) {
+	if !validBundleID(a.Topic) {
 		add("topic", "must be a bundle id (letters, digits, '-' and '.'), got %q", a.Topic)
 	}
 	for _, l := range []struct {
@@ -267,7 +343,7 @@ func (e *EnvConfig) validate(p *problems, i int, a *AppConfig, slot string) {
 	} else if f.P12PasswordFile != "" && f.P12PasswordEnv != "" {
 		add("p12_password_env", "p12_password_file and p12_password_env are both set; use one")
 	}
-	if f.P12PasswordEnv != "" && !envVarRE.MatchString(f.P12PasswordEnv) {
+	if f.P12PasswordEnv != "" && !validEnvVar(f.P12PasswordEnv) {
 		add("p12_password_env", "must be an environment variable name, got %q", f.P12PasswordEnv)
 	}
 	if e.AuthKind() == "token" && a.TokenFor(e) == nil && f.KeyFile == "" && f.P12PasswordFile == "" && f.P12PasswordEnv == "" {
@@ -283,10 +359,10 @@ func (t *TokenConfig) validate(add func(field, format string, args ...any)) {
 	if t.KeyFile == "" {
 		add("key_file", "must be set (the .p8 key file)")
 	}
-	if !appleIDRE.MatchString(t.KeyID) {
+	if !validAppleID(t.KeyID) {
 		add("key_id", "must be the 10-character key id (letters and digits), got %q", t.KeyID)
 	}
-	if !appleIDRE.MatchString(t.TeamID) {
+	if !validAppleID(t.TeamID) {
 		add("team_id", "must be the 10-character team id (letters and digits), got %q", t.TeamID)
 	}
 }

@@ -148,3 +148,27 @@ func TestApnsdLinksNoPrometheusClient(t *testing.T) {
 		t.Errorf("go list -deps does not list internal/prom; output:\n%s", out)
 	}
 }
+
+// Package regexp (its compiler, matcher and Unicode tables) is resident at
+// idle too, once linked; apnsd's name checks are hand-written instead
+// (internal/config, internal/apns; their tests keep the regexps as the
+// oracle). This fails if anything apnsd links brings regexp back.
+func TestApnsdLinksNoRegexp(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal("the go command is not on PATH: run the tests with go test")
+	}
+	out, err := exec.Command(gobin, "list", "-deps", "github.com/apnsd/apnsd/cmd/apnsd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	for _, dep := range deps {
+		if dep == "regexp" || strings.HasPrefix(dep, "regexp/") {
+			t.Errorf("apnsd links %s (see docs/performance.md, \"Idle RSS\"); who imports it: go list -f '{{.ImportPath}} {{.Imports}}' -deps ./cmd/apnsd | grep -w regexp", dep)
+		}
+	}
+	if !slices.Contains(deps, "github.com/apnsd/apnsd/internal/config") {
+		t.Errorf("go list -deps does not list internal/config; output:\n%s", out)
+	}
+}
