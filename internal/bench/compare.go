@@ -1,14 +1,18 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"net/url"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -130,6 +134,12 @@ type CompareReport struct {
 	LatDirect    Result // one request in flight, apns.Client in-process
 	IdleRSSStart int64  // apnsd VmRSS, connections up, nothing sent yet
 	IdleRSSEnd   int64  // apnsd VmRSS after everything, idle
+	// IdleRSSFloor is the VmRSS of rssfloor (internal/bench/rssfloor, built
+	// as apnsd is) idling with one HTTP/2 TLS connection to the same sink
+	// and a Unix socket: what any Go process doing that costs here. 0 if it
+	// could not be measured (FloorErr says why).
+	IdleRSSFloor int64
+	FloorErr     string
 	Flat         *PathResult
 	FlatSeries   []Sample
 	Flatness     Flatness
@@ -176,6 +186,10 @@ func Compare(ctx context.Context, o CompareOptions) (*CompareReport, error) {
 	rep.Apnsd = bin
 	if err := e.runApnsd(ctx, bin, exe, o, rep); err != nil {
 		return rep, err
+	}
+	fmt.Fprintf(out, "rssfloor: a bare Go process with one HTTP/2 TLS connection and a Unix socket; idle %s\n", o.IdleWait)
+	if rep.IdleRSSFloor, err = e.idleRSSFloor(ctx, o.IdleWait); err != nil {
+		rep.FloorErr = err.Error()
 	}
 
 	// The project's own client, in-process.
@@ -367,6 +381,12 @@ func (r *CompareReport) Print(w io.Writer) {
 			float64(r.AddedP50())/1e3)
 	}
 	fmt.Fprintf(w, "apnsd idle RSS: %s at start (connections up, nothing sent), %s at the end\n", mib(r.IdleRSSStart), mib(r.IdleRSSEnd))
+	if r.IdleRSSFloor > 0 {
+		fmt.Fprintf(w, "idle RSS floor (rssfloor: Go, one HTTP/2 TLS connection, a Unix socket, built as apnsd is): %s; apnsd is %s above it\n",
+			mib(r.IdleRSSFloor), mib(r.IdleRSSStart-r.IdleRSSFloor))
+	} else if r.FloorErr != "" {
+		fmt.Fprintf(w, "idle RSS floor: not measured: %s\n", r.FloorErr)
+	}
 	if r.Flat != nil {
 		f := r.Flatness
 		if !f.OK {
@@ -410,4 +430,41 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// idleRSSFloor builds and runs rssfloor against the sink and returns its
+// VmRSS after idle.
+func (e *Env) idleRSSFloor(ctx context.Context, idle time.Duration) (int64, error) {
+	bin := filepath.Join(e.dir, "rssfloor")
+	b := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "github.com/apnsd/apnsd/internal/bench/rssfloor")
+	b.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := b.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("building rssfloor: %w: %s", err, msg)
+	}
+	u, err := url.Parse(e.sink.url)
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.CommandContext(ctx, bin, u.Host, e.m.certFile, e.m.keyFile, e.m.caFile, filepath.Join(e.dir, "rssfloor.sock"))
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if strings.TrimSpace(line) != "up" {
+		return 0, fmt.Errorf("rssfloor did not come up (%q, %v): %s", line, err, stderr.String())
+	}
+	time.Sleep(idle)
+	rss, _ := procStatus(cmd.Process.Pid)
+	if rss <= 0 {
+		return 0, errors.New("no VmRSS for rssfloor")
+	}
+	return rss, nil
 }

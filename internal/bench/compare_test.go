@@ -77,6 +77,9 @@ func TestCompareSmoke(t *testing.T) {
 	if rep.IdleRSSStart <= 0 || rep.IdleRSSEnd <= 0 || len(rep.FlatSeries) < 2 {
 		t.Errorf("idle RSS %d/%d, %d flat samples", rep.IdleRSSStart, rep.IdleRSSEnd, len(rep.FlatSeries))
 	}
+	if rep.IdleRSSFloor <= 0 || rep.FloorErr != "" {
+		t.Errorf("idle RSS floor %d (%s)", rep.IdleRSSFloor, rep.FloorErr)
+	}
 	if rep.H2load == nil || rep.H2load.Rate <= 0 {
 		t.Errorf("h2load: %+v", rep.H2load)
 	}
