@@ -391,9 +391,27 @@ func (s *Server) serveConn(c net.Conn, peer *Peer) {
 
 	cr := &connReader{s: s, c: c, idle: idle, line: lineTimeout, slots: slots}
 	br := bufio.NewReaderSize(kickReader{cr, rs}, bufSize)
+	// push hands p to the writer. When it had to wait (backpressure), the
+	// lines still buffered were read before the wait, so the reader's clock
+	// (the ReadAt of the next sends) is read again: a notification's
+	// request_timeout starts when it is taken, not while it waited here.
 	push := func(p pending) {
-		slots <- struct{}{}
-		order <- p
+		waited := false
+		select {
+		case slots <- struct{}{}:
+		default:
+			slots <- struct{}{}
+			waited = true
+		}
+		select {
+		case order <- p:
+		default:
+			order <- p
+			waited = true
+		}
+		if waited {
+			cr.lastRead = time.Now()
+		}
 	}
 	for {
 		line, tooLong, err := readLine(br, maxLine)

@@ -287,3 +287,66 @@ func TestAnswerChannelsReleased(t *testing.T) {
 		t.Errorf("%d channels handed out, %d released, want %d each", gave, total, n)
 	}
 }
+
+// readAtBackend records each send's ReadAt and answers the first one only
+// after a delay.
+type readAtBackend struct {
+	instantBackend
+	mu    sync.Mutex
+	at    []time.Time
+	delay time.Duration
+}
+
+func (b *readAtBackend) Submit(_ *Peer, s *Send) (chan *Response, *Error) {
+	b.mu.Lock()
+	b.at = append(b.at, s.ReadAt)
+	first := len(b.at) == 1
+	b.mu.Unlock()
+	ch := NewAnswer()
+	r := &Response{OK: true, Status: 200}
+	if first {
+		time.AfterFunc(b.delay, func() { ch <- r })
+	} else {
+		ch <- r
+	}
+	return ch, nil
+}
+
+// TestReadAtAfterBackpressure: Send.ReadAt is when the line was read, and
+// a line that waited in the buffer behind backpressure (max_pending_per_conn
+// answers owed) gets the time its wait ended, not the time of the read, so
+// its request_timeout does not run while it waits.
+func TestReadAtAfterBackpressure(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	b := &readAtBackend{delay: delay}
+	c := startServer(t, &Server{Backend: b, MaxPending: 1})
+	nc, err := c.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	before := time.Now()
+	// Three lines in one write: the first is answered after delay; the
+	// second is submitted at once and its push waits for the first's
+	// slot; the third was read with the others but is taken after that wait.
+	if _, err := nc.Write([]byte(`{"id":1,"token":"aa","alert":"x"}` + "\n" + `{"id":2,"token":"bb","alert":"x"}` + "\n" + `{"id":3,"token":"cc","alert":"x"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	for range 3 {
+		if _, err := br.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.at) != 3 {
+		t.Fatalf("%d sends", len(b.at))
+	}
+	if b.at[0].Before(before) || b.at[0].After(before.Add(delay)) {
+		t.Errorf("first ReadAt %v not the read time (write at %v)", b.at[0], before)
+	}
+	if got := b.at[2].Sub(b.at[0]); got < delay*3/4 {
+		t.Errorf("the line that waited behind MaxPending has ReadAt %v after the first; want about %v (its wait)", got, delay)
+	}
+}
