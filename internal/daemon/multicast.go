@@ -58,6 +58,9 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ chan *ipc.Response
 		chans[i] = ch
 	}
 	out := ipc.NewAnswer()
+	// s is the socket server's again once Submit returns: the goroutine
+	// takes copies.
+	tokens, wait := s.Tokens, s.Wait
 	go func() {
 		// wait:true: each channel delivers APNs' answer. wait:false: each
 		// delivers the acknowledgement once the notification is in the
@@ -69,14 +72,14 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ chan *ipc.Response
 			}
 			r := <-ch
 			ipc.ReleaseAnswer(ch)
-			if !s.Wait && r.OK && r.Queued != nil {
-				results[i] = ipc.TokenResult{Token: s.Tokens[i], OK: true, Queued: true}
+			if !wait && r.OK && r.Queued != nil {
+				results[i] = ipc.TokenResult{Token: tokens[i], OK: true, Queued: true}
 				queued++
 				continue
 			}
-			results[i] = ipc.TokenResultFrom(s.Tokens[i], r)
+			results[i] = ipc.TokenResultFrom(tokens[i], r)
 		}
-		if !s.Wait {
+		if !wait {
 			out <- queuedAnswer(results, queued)
 			return
 		}

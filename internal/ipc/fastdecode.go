@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // The fast request decoder. DecodeRequest's encoding/json path is the
@@ -217,21 +218,32 @@ func fastValue(line []byte, i int, k fastKind, sp *fastSpan) (int, bool) {
 
 // fillRequest sets req's fields from spans. All string fields share one
 // string, all raw values one byte slice (each capped, so that an append to
-// one cannot reach the next): two allocations per line, not one per field.
+// one cannot reach the next): one allocation per line, not one per field.
+// When both are needed they are the two halves of one copy: the string
+// half is never handed out as bytes, so it is as immutable as any string.
 func fillRequest(line []byte, spans []fastSpan, req *Request) {
-	var str string
-	var raw []byte
+	var wantStr, wantRaw bool
 	for _, sp := range spans {
 		switch fastFields[sp.field].kind {
 		case kindString:
-			if str == "" && !sp.null {
-				str = string(line)
-			}
+			wantStr = wantStr || !sp.null
 		case kindRaw:
-			if raw == nil {
-				raw = append([]byte(nil), line...)
-			}
+			wantRaw = true
 		}
+	}
+	var str string
+	var raw []byte
+	switch {
+	case wantStr && wantRaw && len(line) > 0:
+		buf := make([]byte, 2*len(line))
+		copy(buf, line)
+		copy(buf[len(line):], line)
+		str = unsafe.String(&buf[0], len(line))
+		raw = buf[len(line):]
+	case wantStr:
+		str = string(line)
+	case wantRaw:
+		raw = append([]byte(nil), line...)
 	}
 	for _, sp := range spans {
 		k := fastFields[sp.field].kind

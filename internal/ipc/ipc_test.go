@@ -136,9 +136,10 @@ func (f *fakeBackend) Submit(_ *Peer, r *Send) (chan *Response, *Error) {
 	ch := make(chan *Response, 1)
 	var d int
 	fmt.Sscanf(r.Token, "%x", &d)
+	token := r.Token // r is the server's again once Submit returns
 	go func() {
 		time.Sleep(time.Duration(d%5) * time.Millisecond)
-		ch <- &Response{OK: true, Status: 200, ApnsID: r.Token}
+		ch <- &Response{OK: true, Status: 200, ApnsID: token}
 	}()
 	return ch, nil
 }

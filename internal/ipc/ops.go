@@ -98,10 +98,12 @@ func (s *Server) opSend(p *Peer, req *Request) pending {
 		return answered(req.ID, ErrorResponse(e))
 	}
 	ch, e := s.Backend.Submit(p, send)
+	id := req.ID // its own copy of the line's bytes, not in req
+	releaseRequest(req) // Submit keeps nothing of send (Backend.Submit)
 	if e != nil {
-		return answered(req.ID, ErrorResponse(e))
+		return answered(id, ErrorResponse(e))
 	}
-	return pending{id: req.ID, ch: ch, recycle: ch}
+	return pending{id: id, ch: ch, recycle: ch}
 }
 
 func (s *Server) opPing(*Peer, *Request) *Response {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -87,6 +88,20 @@ type Send struct {
 	ReadAt time.Time
 }
 
+// requests recycles decoded requests: the server's send path puts its
+// Request back once Submit has returned (releaseRequest); every other
+// Request is left to the collector.
+var requests = sync.Pool{New: func() any { return new(Request) }}
+
+// releaseRequest zeroes r and puts it back for the next decodeRequest.
+// Only for a request nothing refers to any more: the Request struct
+// itself, its Send included (the strings and byte slices it points to are
+// copies of the line of their own and stay valid).
+func releaseRequest(r *Request) {
+	*r = Request{}
+	requests.Put(r)
+}
+
 // DecodeRequest parses one line. On failure it returns the *Error to answer
 // with and whatever id could be recovered, so the answer can still echo it.
 func DecodeRequest(line []byte) (*Request, *Error) { return decodeRequest(line, true) }
@@ -107,13 +122,13 @@ func decodeRequest(line []byte, fast bool) (*Request, *Error) {
 		}
 		return nil, Errorf(CodeBadJSON, "a request must be a JSON object")
 	}
-	var req Request
-	if fast && decodeFast(trimmed, &req) { // fastdecode.go: what the decoder below would give, without it
-		return checkID(&req)
+	req := requests.Get().(*Request)      // zero: see releaseRequest
+	if fast && decodeFast(trimmed, req) { // fastdecode.go: what the decoder below would give, without it
+		return checkID(req)
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
+	err := dec.Decode(req)
 	if err == nil && len(bytes.TrimSpace(trimmed[dec.InputOffset():])) > 0 {
 		return nil, Errorf(CodeBadJSON, "line is not valid JSON: more than one value")
 	}
@@ -131,9 +146,9 @@ func decodeRequest(line []byte, fast bool) (*Request, *Error) {
 		}
 		_ = json.Unmarshal(trimmed, &idOnly)
 		req.ID = idOnly.ID
-		return &req, Errorf(CodeBadRequest, "%s", describeDecodeError(err))
+		return req, Errorf(CodeBadRequest, "%s", describeDecodeError(err))
 	}
-	return checkID(&req)
+	return checkID(req)
 }
 
 // checkID ends DecodeRequest for a decoded line: "id": null is no id, and

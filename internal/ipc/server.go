@@ -32,6 +32,10 @@ type Backend interface {
 	// that, even across reloads and shutdown. It is called on the connection's reader goroutine and must
 	// not block.
 	//
+	// s is the server's and is reused once Submit returns: what the
+	// backend needs later it copies (the strings and slices s holds stay
+	// valid; the Send struct does not).
+	//
 	// The channel should come from NewAnswer: once the server has read
 	// the one response it puts the channel back for another Submit, so the
 	// backend must send exactly once and touch the channel no more after
