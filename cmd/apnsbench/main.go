@@ -13,6 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -115,19 +116,13 @@ func compare(args []string) int {
 		return 2
 	}
 	o.Out = os.Stderr
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	rep, err := bench.Compare(ctx, o)
-	if rep != nil {
-		rep.Print(os.Stdout)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "apnsbench compare:", err)
-		return 1
-	}
-	return 0
+	return execute("apnsbench compare", *timeout, func(ctx context.Context) (func(io.Writer), error) {
+		rep, err := bench.Compare(ctx, o)
+		if rep == nil {
+			return nil, err
+		}
+		return rep.Print, err
+	})
 }
 
 // ab is `apnsbench ab -a BIN -b BIN [flags]`: two apnsd binaries, the
@@ -147,19 +142,13 @@ func ab(args []string) int {
 		return 2
 	}
 	o.Out = os.Stderr
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	rep, err := bench.AB(ctx, o)
-	if rep != nil {
-		rep.Print(os.Stdout)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "apnsbench ab:", err)
-		return 1
-	}
-	return 0
+	return execute("apnsbench ab", *timeout, func(ctx context.Context) (func(io.Writer), error) {
+		rep, err := bench.AB(ctx, o)
+		if rep == nil {
+			return nil, err
+		}
+		return rep.Print, err
+	})
 }
 
 // floor is `apnsbench floor [flags]`.
@@ -180,16 +169,29 @@ func floor(args []string) int {
 		return 2
 	}
 	o.Out = os.Stderr
+	return execute("apnsbench floor", *timeout, func(ctx context.Context) (func(io.Writer), error) {
+		rep, err := bench.Floor(ctx, o)
+		if rep == nil {
+			return nil, err
+		}
+		return rep.Print, err
+	})
+}
+
+// execute runs a subcommand's measurement until it ends, SIGINT or SIGTERM
+// arrives or timeout passes, prints its report (even a partial one) to
+// stdout and gives the exit status: 0, or 1 with the error on stderr.
+func execute(name string, timeout time.Duration, run func(ctx context.Context) (print func(io.Writer), err error)) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	rep, err := bench.Floor(ctx, o)
-	if rep != nil {
-		rep.Print(os.Stdout)
+	print, err := run(ctx)
+	if print != nil {
+		print(os.Stdout)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "apnsbench floor:", err)
+		fmt.Fprintln(os.Stderr, name+":", err)
 		return 1
 	}
 	return 0

@@ -128,15 +128,7 @@ func TestAllConnected(t *testing.T) {
 // off. internal/prom writes the exposition instead; this keeps that
 // library (and protobuf, which only it brought in) out of apnsd.
 func TestApnsdLinksNoPrometheusClient(t *testing.T) {
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatal("the go command is not on PATH: run the tests with go test")
-	}
-	out, err := exec.Command(gobin, "list", "-deps", "github.com/apnsd/apnsd/cmd/apnsd").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps: %v\n%s", err, out)
-	}
-	deps := strings.Fields(string(out))
+	deps := apnsdDeps(t)
 	for _, dep := range deps {
 		for _, banned := range []string{"github.com/prometheus/", "google.golang.org/protobuf/", "go.yaml.in/"} {
 			if strings.HasPrefix(dep, banned) {
@@ -145,7 +137,7 @@ func TestApnsdLinksNoPrometheusClient(t *testing.T) {
 		}
 	}
 	if !slices.Contains(deps, "github.com/apnsd/apnsd/internal/prom") {
-		t.Errorf("go list -deps does not list internal/prom; output:\n%s", out)
+		t.Errorf("go list -deps does not list internal/prom; it lists:\n%s", strings.Join(deps, "\n"))
 	}
 }
 
@@ -154,6 +146,21 @@ func TestApnsdLinksNoPrometheusClient(t *testing.T) {
 // (internal/config, internal/apns; their tests keep the regexps as the
 // oracle). This fails if anything apnsd links brings regexp back.
 func TestApnsdLinksNoRegexp(t *testing.T) {
+	deps := apnsdDeps(t)
+	for _, dep := range deps {
+		if dep == "regexp" || strings.HasPrefix(dep, "regexp/") {
+			t.Errorf("apnsd links %s (see docs/performance.md, \"Idle RSS\"); who imports it: go list -f '{{.ImportPath}} {{.Imports}}' -deps ./cmd/apnsd | grep -w regexp", dep)
+		}
+	}
+	if !slices.Contains(deps, "github.com/apnsd/apnsd/internal/config") {
+		t.Errorf("go list -deps does not list internal/config; it lists:\n%s", strings.Join(deps, "\n"))
+	}
+}
+
+// apnsdDeps is what `go list -deps ./cmd/apnsd` lists: every package the
+// daemon binary links.
+func apnsdDeps(t *testing.T) []string {
+	t.Helper()
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatal("the go command is not on PATH: run the tests with go test")
@@ -162,13 +169,5 @@ func TestApnsdLinksNoRegexp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
-	deps := strings.Fields(string(out))
-	for _, dep := range deps {
-		if dep == "regexp" || strings.HasPrefix(dep, "regexp/") {
-			t.Errorf("apnsd links %s (see docs/performance.md, \"Idle RSS\"); who imports it: go list -f '{{.ImportPath}} {{.Imports}}' -deps ./cmd/apnsd | grep -w regexp", dep)
-		}
-	}
-	if !slices.Contains(deps, "github.com/apnsd/apnsd/internal/config") {
-		t.Errorf("go list -deps does not list internal/config; output:\n%s", out)
-	}
+	return strings.Fields(string(out))
 }
