@@ -98,7 +98,7 @@ func (s *Server) opSend(p *Peer, req *Request) pending {
 		return answered(req.ID, ErrorResponse(e))
 	}
 	ch, e := s.Backend.Submit(p, send)
-	id := req.ID // its own copy of the line's bytes, not in req
+	id := req.ID        // its own copy of the line's bytes, not in req
 	releaseRequest(req) // Submit keeps nothing of send (Backend.Submit)
 	if e != nil {
 		return answered(id, ErrorResponse(e))
