@@ -61,7 +61,7 @@ func validAppleID(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+		if c := s[i]; (c < 'A' || c > 'Z') && (c < '0' || c > '9') {
 			return false
 		}
 	}
@@ -77,7 +77,7 @@ func authKeyID(name string) (string, bool) {
 	}
 	id := name[len(prefix) : len(name)-len(suffix)]
 	for i := 0; i < len(id); i++ {
-		if c := id[i]; !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+		if c := id[i]; (c < 'A' || c > 'Z') && (c < 'a' || c > 'z') && (c < '0' || c > '9') {
 			return "", false
 		}
 	}

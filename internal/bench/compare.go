@@ -459,7 +459,7 @@ func (e *Env) idleRSSFloor(ctx context.Context, idle time.Duration) (int64, erro
 	defer cmd.Process.Kill()
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if strings.TrimSpace(line) != "up" {
-		return 0, fmt.Errorf("rssfloor did not come up (%q, %v): %s", line, err, stderr.String())
+		return 0, fmt.Errorf("rssfloor did not come up (%q, %w): %s", line, err, stderr.String())
 	}
 	time.Sleep(idle)
 	rss, _ := procStatus(cmd.Process.Pid)
