@@ -146,8 +146,21 @@ func appendVarInt(b []byte, n uint, first byte, i uint64) []byte {
 }
 
 // appendHpackString appends s as an HPACK string literal, Huffman-coded
-// when that is shorter (RFC 7541 5.2).
+// when that is shorter (RFC 7541 5.2). A string shorter than 127 bytes (a
+// path, an apns-id) is coded in one pass: its length prefix is one byte
+// either way, so the coded bytes go straight after it and the prefix is
+// filled in, or the raw bytes put back, once their length is known.
 func appendHpackString(b []byte, s string) []byte {
+	if len(s) < 127 {
+		at := len(b)
+		b = hpack.AppendHuffmanString(append(b, 0), s)
+		if n := len(b) - at - 1; n < len(s) {
+			b[at] = 0x80 | byte(n)
+			return b
+		}
+		b = append(b[:at], byte(len(s)))
+		return append(b, s...)
+	}
 	if n := hpack.HuffmanEncodeLength(s); n < uint64(len(s)) {
 		b = appendVarInt(b, 7, 0x80, n)
 		return hpack.AppendHuffmanString(b, s)

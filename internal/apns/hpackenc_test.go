@@ -3,6 +3,7 @@ package apns
 import (
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/net/http2/hpack"
@@ -96,5 +97,60 @@ func TestHeaderEncoderReusesIndexed(t *testing.T) {
 	}
 	if hits != 2 {
 		t.Errorf("%d current cache entries, want 2 (:method, apns-topic)", hits)
+	}
+}
+
+// appendHpackString gives the shorter of the raw and the Huffman-coded
+// literal (raw on a tie), with a correct length prefix, on both sides of
+// its one-pass limit of 127 bytes and for strings Huffman makes longer.
+func TestAppendHpackString(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabets := []string{"0123456789abcdef", "0123456789abcdef-/", "\x00\x01\xfe\xff{}\\", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789"}
+	for _, alpha := range alphabets {
+		for n := 0; n <= 300; n++ {
+			var sb strings.Builder
+			for range n {
+				sb.WriteByte(alpha[rng.IntN(len(alpha))])
+			}
+			s := sb.String()
+			prefix := []byte{0xaa} // bytes before it stay
+			b := appendHpackString(append([]byte(nil), prefix...), s)
+			if b[0] != 0xaa {
+				t.Fatalf("len %d: the byte before the literal changed", n)
+			}
+			b = b[1:]
+			huff := b[0]&0x80 != 0
+			// The 7-bit prefix integer (RFC 7541 5.1).
+			l, i := uint64(b[0]&0x7f), 1
+			if l == 0x7f {
+				var m uint
+				for {
+					c := b[i]
+					i++
+					l += uint64(c&0x7f) << m
+					m += 7
+					if c&0x80 == 0 {
+						break
+					}
+				}
+			}
+			body := b[i:]
+			if uint64(len(body)) != l {
+				t.Fatalf("len %d (%q): prefix says %d bytes, %d follow", n, alpha, l, len(body))
+			}
+			got := string(body)
+			if huff {
+				var err error
+				if got, err = hpack.HuffmanDecodeToString(body); err != nil {
+					t.Fatalf("len %d: %v", n, err)
+				}
+			}
+			if got != s {
+				t.Fatalf("len %d (%q): decodes to %q", n, alpha, got)
+			}
+			if hl := hpack.HuffmanEncodeLength(s); huff != (hl < uint64(len(s))) {
+				t.Errorf("len %d (%q): Huffman %v, but Huffman is %d bytes against %d raw", n, alpha, huff, hl, len(s))
+			}
+		}
 	}
 }
