@@ -17,7 +17,8 @@ type ABOptions struct {
 	// A and B are the two daemon binaries.
 	A, B string
 	// Rounds is how many times each is measured (default 3); a round runs
-	// A then B, the next B then A.
+	// A then B, the next B then A. CompareOptions.IdleWait defaults to 1 s
+	// here.
 	Rounds int
 }
 
@@ -32,6 +33,9 @@ type ABReport struct {
 // out, daemon CPU from /proc) for two binaries, alternating. Only the
 // throughput run: no latency, RSS-flat or in-process paths.
 func AB(ctx context.Context, o ABOptions) (*ABReport, error) {
+	if o.IdleWait <= 0 {
+		o.IdleWait = time.Second // no idle RSS is read here: just let the connections settle
+	}
 	o.defaults()
 	if o.Rounds <= 0 {
 		o.Rounds = 3
@@ -40,9 +44,6 @@ func AB(ctx context.Context, o ABOptions) (*ABReport, error) {
 		return nil, fmt.Errorf("ab needs two apnsd binaries (-a and -b)")
 	}
 	o.LatencyN, o.FlatN = -1, 0
-	if o.IdleWait <= 0 || o.IdleWait == 5*time.Second {
-		o.IdleWait = time.Second
-	}
 	e, err := Setup(Options{Sink: SinkNghttpd, Nghttpd: o.Nghttpd, Conns: o.Conns, MaxStreams: o.MaxStreams,
 		Clients: o.Clients, Pipeline: o.Pipeline})
 	if err != nil {
