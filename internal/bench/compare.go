@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -174,13 +175,9 @@ func Compare(ctx context.Context, o CompareOptions) (*CompareReport, error) {
 	bin := o.Apnsd
 	if bin == "" {
 		bin = filepath.Join(e.dir, "apnsd")
-		// As packaging/build-deb.sh builds what ships: static (no cgo,
-		// so no libc pages in its RSS), trimmed paths, no symbol table.
 		fmt.Fprintf(out, "building apnsd as the .deb does: CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o %s github.com/apnsd/apnsd/cmd/apnsd\n", bin)
-		b := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "github.com/apnsd/apnsd/cmd/apnsd")
-		b.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if msg, err := b.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("building apnsd: %w: %s", err, msg)
+		if err := buildAsShipped(ctx, bin, "github.com/apnsd/apnsd/cmd/apnsd"); err != nil {
+			return nil, err
 		}
 	}
 	rep.Apnsd = bin
@@ -436,10 +433,8 @@ func (l *lockedBuffer) String() string {
 // VmRSS after idle.
 func (e *Env) idleRSSFloor(ctx context.Context, idle time.Duration) (int64, error) {
 	bin := filepath.Join(e.dir, "rssfloor")
-	b := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "github.com/apnsd/apnsd/internal/bench/rssfloor")
-	b.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := b.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("building rssfloor: %w: %s", err, msg)
+	if err := buildAsShipped(ctx, bin, "github.com/apnsd/apnsd/internal/bench/rssfloor"); err != nil {
+		return 0, err
 	}
 	u, err := url.Parse(e.sink.url)
 	if err != nil {
@@ -467,4 +462,16 @@ func (e *Env) idleRSSFloor(ctx context.Context, idle time.Duration) (int64, erro
 		return 0, errors.New("no VmRSS for rssfloor")
 	}
 	return rss, nil
+}
+
+// buildAsShipped builds pkg into bin as packaging/build-deb.sh builds what
+// ships: static (no cgo, so no libc pages in its RSS), trimmed paths, no
+// symbol table.
+func buildAsShipped(ctx context.Context, bin, pkg string) error {
+	b := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, pkg)
+	b.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := b.CombinedOutput(); err != nil {
+		return fmt.Errorf("building %s: %w: %s", path.Base(pkg), err, msg)
+	}
+	return nil
 }
