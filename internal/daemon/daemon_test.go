@@ -431,9 +431,24 @@ func TestQueueFull(t *testing.T) {
 	if m := a.read(); m["id"] != float64(2) || m["ok"] != true || m["queued"] != true {
 		t.Errorf("no-wait: %v", m)
 	}
-	waitFor(t, func() bool { return h.sandbox.Accepted() == 2 })
+	// The stand-in counts a push when it answers; the daemon frees the slot
+	// when it has read that answer, so wait for the daemon's own count.
+	waitFor(t, func() bool { return h.sandbox.Accepted() == 2 && h.d.pending.Load() == 0 })
 	if m := b.do(`{"id":4,"token":"aa","alert":"x"}`); m["ok"] != true {
 		t.Errorf("after the queue drained: %v", m)
+	}
+}
+
+// TestQueueSlotFreeBeforeAnswer: a client that has its answer may send the
+// next notification at once; with queue_size = 1 it must never meet
+// queue_full for the notification it was just answered for.
+func TestQueueSlotFreeBeforeAnswer(t *testing.T) {
+	h := newHarness(t, harnessOpts{top: "queue_size = 1"})
+	c := h.dial()
+	for i := range 300 {
+		if m := c.do(fmt.Sprintf(`{"id":%d,"token":"aa","alert":"x"}`, i)); m["ok"] != true {
+			t.Fatalf("send %d right after the answer to the one before: %v", i, m)
+		}
 	}
 }
 

@@ -336,8 +336,13 @@ func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
 	if j.wait {
 		r := d.answer(es, &j.n, res, err, j)
 		d.metrics.answered(es, r, j.since)
+		// The queue slot is free before the client reads its answer: a
+		// client that got an answer may send again at once, and must not
+		// meet queue_full for its own finished notification.
+		d.pending.Add(-1)
 		j.ch <- r
-		d.finish(j)
+		j.es.active.Done()
+		d.wg.Done()
 		return
 	}
 	apnsFinal := err == nil && !apns.Retryable(res.StatusCode, res.Reason)
