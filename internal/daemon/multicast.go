@@ -78,6 +78,7 @@ func (d *Daemon) submitMulticast(p *ipc.Peer, s *ipc.Send) (_ chan *ipc.Response
 				continue
 			}
 			results[i] = ipc.TokenResultFrom(tokens[i], r)
+			r.Release()
 		}
 		if !wait {
 			out <- queuedAnswer(results, queued)

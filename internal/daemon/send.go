@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apnsd/apnsd/internal/apns"
@@ -52,9 +53,11 @@ func (d *Daemon) Submit(peer *ipc.Peer, s *ipc.Send) (_ chan *ipc.Response, e *i
 	// Outside d.mu: the first attempt is queued on the client right here,
 	// on the caller's goroutine (no goroutine per notification), and an
 	// attempt that fails at once may answer (and take locks) before
-	// deliver returns.
+	// deliver returns, and the job may then be recycled already: ch is
+	// taken first.
+	ch := j.ch
 	d.deliver(j, s.ReadAt)
-	return j.ch, nil
+	return ch, nil
 }
 
 // accept does Submit's checks that need the current state and, when they
@@ -99,8 +102,9 @@ func (d *Daemon) accept(peer *ipc.Peer, s *ipc.Send, n apns.Notification) (*job,
 		d.refused.Add(1)
 		return nil, ipc.Errorf(ipc.CodeQueueFull, "queue is full (%d notifications waiting); retry later", queueCap)
 	}
-	j := &job{d: d, es: es, n: n, wait: s.Wait, deadline: s.Deadline, timeout: time.Duration(st.cfg.RequestTimeout),
-		ch: ipc.NewAnswer()}
+	j := newJob()
+	j.d, j.es, j.n, j.wait, j.deadline, j.timeout = d, es, n, s.Wait, s.Deadline, time.Duration(st.cfg.RequestTimeout)
+	j.ch = ipc.NewAnswer()
 	j.push.KeepPath(path)
 	if !s.Wait {
 		if e := d.spoolAppend(j, app.cfg.Name, envName); e != nil {
@@ -150,9 +154,51 @@ type job struct {
 	// attempt was queued; both only with metrics on (metrics.go).
 	since, tryAt time.Time
 	// resp is the answer to a wait:true job when APNs answered (answer):
-	// kept here to save an allocation per notification.
+	// kept here to save an allocation per notification, and lent to the
+	// answer's reader (resp.Owner).
 	resp ipc.Response
+	// refs counts who still uses the job: one from newJob until finish,
+	// one more while resp is lent. The last one out recycles the job.
+	refs atomic.Int32
 }
+
+// jobs recycles jobs (newJob, job.unref): a job is the largest allocation
+// of a notification (about 1 KiB), half of the bytes the send path
+// allocates.
+var jobs = sync.Pool{New: func() any { return new(job) }}
+
+// jobIssued and jobRecycled, when set (tests), see every job newJob hands
+// out and every job put back for reuse.
+var jobIssued, jobRecycled func(*job)
+
+// newJob returns an empty job holding one reference (see finish).
+func newJob() *job {
+	j := jobs.Get().(*job)
+	j.refs.Store(1)
+	if jobIssued != nil {
+		jobIssued(j)
+	}
+	return j
+}
+
+// unref drops one reference; the last one puts j back for another
+// notification, after which nothing may touch it.
+func (j *job) unref() {
+	switch n := j.refs.Add(-1); {
+	case n == 0:
+		if jobRecycled != nil {
+			jobRecycled(j)
+		}
+		*j = job{}
+		jobs.Put(j)
+	case n < 0:
+		panic("apnsd: a job released more often than it was held")
+	}
+}
+
+// ResponseDone is the reader of the lent j.resp giving it back
+// (ipc.ResponseOwner).
+func (j *job) ResponseDone(*ipc.Response) { j.unref() }
 
 // Complete is an attempt's outcome (apns.Completer): see onResult.
 func (j *job) Complete(res *apns.Response, err error) { j.d.onResult(j, res, err) }
@@ -336,13 +382,18 @@ func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
 	if j.wait {
 		r := d.answer(es, &j.n, res, err, j)
 		d.metrics.answered(es, r, j.since)
+		if r == &j.resp {
+			j.refs.Add(1) // lent with the answer, until its reader releases it
+			r.Owner = j
+		}
 		// The queue slot is free before the client reads its answer: a
 		// client that got an answer may send again at once, and must not
 		// meet queue_full for its own finished notification.
 		d.pending.Add(-1)
 		j.ch <- r
-		j.es.active.Done()
+		es.active.Done()
 		d.wg.Done()
+		j.unref()
 		return
 	}
 	apnsFinal := err == nil && !apns.Retryable(res.StatusCode, res.Reason)
@@ -379,6 +430,7 @@ func (d *Daemon) finish(j *job) {
 	d.pending.Add(-1)
 	j.es.active.Done()
 	d.wg.Done()
+	j.unref()
 }
 
 // later runs f once after wait, or at once when the shutdown deadline

@@ -125,7 +125,8 @@ func (d *Daemon) replay(rec *spool.Recovery) {
 				why = fmt.Sprintf("app %q has no %s environment any more", sr.App, sr.Env)
 			}
 		}
-		j := &job{d: d, es: es, n: n, deadline: deadline, spoolID: r.ID, timeout: st.cfg.RequestTimeout}
+		j := newJob()
+		j.d, j.es, j.n, j.deadline, j.spoolID, j.timeout = d, es, n, deadline, r.ID, st.cfg.RequestTimeout
 		if why == "" {
 			if final, w := j.settled(nil, errReplayCheck, now); final {
 				why = w

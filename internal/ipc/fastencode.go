@@ -39,6 +39,7 @@ var responseFields = []struct {
 	{"ReloadReport", "", reflect.TypeFor[*ReloadReport]()},
 	{"MulticastReport", "", reflect.TypeFor[*MulticastReport]()},
 	{"ChannelReport", "", reflect.TypeFor[*ChannelReport]()},
+	{"Owner", "-", reflect.TypeFor[ResponseOwner]()}, // not encoded
 }
 
 // fastResponseOK is whether Response is laid out as responseFields says.

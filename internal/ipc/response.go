@@ -33,6 +33,27 @@ type Response struct {
 	*ReloadReport
 	*MulticastReport
 	*ChannelReport
+
+	// Owner, when set, lent this Response: whoever reads the answer calls
+	// Release once it no longer needs it (the server, once it has encoded
+	// it), and touches it no more. A backend uses it to recycle the record
+	// the Response lives in.
+	Owner ResponseOwner `json:"-"`
+}
+
+// ResponseOwner is the lender of a Response (Response.Owner).
+type ResponseOwner interface {
+	// ResponseDone is called once, by Release, when r is no longer read.
+	ResponseDone(r *Response)
+}
+
+// Release hands r back to its Owner, if it has one; r must not be used
+// after. It is safe to call on any Response, more than once.
+func (r *Response) Release() {
+	if o := r.Owner; o != nil {
+		r.Owner = nil
+		o.ResponseDone(r)
+	}
 }
 
 // Err rebuilds the *Error from a refusal response, or returns nil.

@@ -39,7 +39,8 @@ type Backend interface {
 	// The channel should come from NewAnswer: once the server has read
 	// the one response it puts the channel back for another Submit, so the
 	// backend must send exactly once and touch the channel no more after
-	// that send.
+	// that send. A response with an Owner is released (Response.Release)
+	// once written, or dropped with its connection.
 	Submit(peer *Peer, s *Send) (chan *Response, *Error)
 	// Status reports the daemon's state.
 	Status() *StatusReport

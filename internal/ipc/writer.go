@@ -93,6 +93,9 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct
 	write := func(p pending) {
 		<-slots
 		if werr != nil {
+			if p.r != nil {
+				p.r.Release()
+			}
 			return
 		}
 		if bufp == nil {
@@ -104,6 +107,7 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct
 			r := p.r
 			r.ID = p.id
 			*bufp = appendResponse(*bufp, r)
+			r.Release()
 		}
 		if len(*bufp) >= flushAt {
 			flush()

@@ -350,3 +350,112 @@ func TestReadAtAfterBackpressure(t *testing.T) {
 		t.Errorf("the line that waited behind MaxPending has ReadAt %v after the first; want about %v (its wait)", got, delay)
 	}
 }
+
+// lendingBackend answers every send with a Response it lends
+// (Response.Owner), once gate is closed, and counts how often each comes
+// back.
+type lendingBackend struct {
+	instantBackend
+	gate     chan struct{}
+	mu       sync.Mutex
+	lent     int
+	returned map[*Response]int
+}
+
+func (b *lendingBackend) Submit(_ *Peer, s *Send) (chan *Response, *Error) {
+	ch := NewAnswer()
+	// Long enough that 400 answers take several of the writer's flushes.
+	r := &Response{OK: true, Status: 200, ApnsID: s.Token, Message: strings.Repeat("m", 200), Owner: b}
+	b.mu.Lock()
+	b.lent++
+	b.mu.Unlock()
+	go func() {
+		<-b.gate
+		ch <- r
+	}()
+	return ch, nil
+}
+
+func (b *lendingBackend) ResponseDone(r *Response) {
+	b.mu.Lock()
+	b.returned[r]++
+	b.mu.Unlock()
+}
+
+// TestLentResponsesReleased: the server gives back every lent Response
+// exactly once, after writing it, and also when the client has gone away
+// without reading (the writer then drops the answers).
+func TestLentResponsesReleased(t *testing.T) {
+	for _, hangUp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hang-up=%v", hangUp), func(t *testing.T) {
+			b := &lendingBackend{returned: map[*Response]int{}, gate: make(chan struct{})}
+			c := startServer(t, &Server{Backend: b})
+			nc, err := c.Dial(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			const n = 400
+			var lines strings.Builder
+			for i := range n {
+				fmt.Fprintf(&lines, `{"id":%d,"token":"%04x","alert":"x"}`+"\n", i, i)
+			}
+			if _, err := nc.Write([]byte(lines.String())); err != nil {
+				t.Fatal(err)
+			}
+			if hangUp {
+				// The answers come once every line was read and the client
+				// is gone: the writer's first write fails and the rest are
+				// dropped.
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+					b.mu.Lock()
+					all := b.lent == n
+					b.mu.Unlock()
+					if all {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the server did not read every line in 10s")
+					}
+				}
+				nc.Close()
+				time.Sleep(50 * time.Millisecond)
+				close(b.gate)
+			} else {
+				close(b.gate)
+				br := bufio.NewReader(nc)
+				for i := range n {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !strings.Contains(line, fmt.Sprintf(`"apns_id":"%04x"`, i)) {
+						t.Fatalf("answer %d: %s", i, line)
+					}
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				b.mu.Lock()
+				lent, back := b.lent, len(b.returned)
+				twice := 0
+				for _, k := range b.returned {
+					if k != 1 {
+						twice++
+					}
+				}
+				b.mu.Unlock()
+				if twice > 0 {
+					t.Fatalf("%d responses released more than once", twice)
+				}
+				if back == lent && lent == n {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d responses lent, %d released", lent, back)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+}
