@@ -62,6 +62,57 @@ func (k kickReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// answerQueue is a writer's answers owed, in request order: q[head:]. Its
+// backing array comes from pendingQueues when a burst starts and goes back
+// when the burst is written, so that neither a busy connection grows a new
+// one per burst nor an idle one keeps one.
+type answerQueue struct {
+	q    []pending
+	qp   *[]pending // the pooled slice q came from; nil while q is nil
+	head int
+}
+
+// pendingQueues recycles answerQueue arrays; maxPooledQueue bounds the ones
+// kept.
+var pendingQueues = sync.Pool{New: func() any { q := make([]pending, 0, 64); return &q }}
+
+const maxPooledQueue = 4096
+
+func (a *answerQueue) len() int { return len(a.q) - a.head }
+
+// front is the oldest answer owed; a.len() > 0.
+func (a *answerQueue) front() *pending { return &a.q[a.head] }
+
+func (a *answerQueue) push(p pending) {
+	if a.qp == nil {
+		a.qp = pendingQueues.Get().(*[]pending)
+		a.q = (*a.qp)[:0]
+	}
+	if len(a.q) == cap(a.q) && a.head > 0 {
+		// Full, with written slots in front: move the waiting ones down
+		// rather than grow (a queue that never empties would otherwise
+		// grow without end).
+		n := copy(a.q, a.q[a.head:])
+		clear(a.q[n:])
+		a.q, a.head = a.q[:n], 0
+	}
+	a.q = append(a.q, p)
+}
+
+// pop drops the front; the last one out hands the array back.
+func (a *answerQueue) pop() {
+	a.q[a.head] = pending{}
+	a.head++
+	if a.head < len(a.q) {
+		return
+	}
+	if cap(a.q) <= maxPooledQueue {
+		*a.qp = a.q[:0]
+		pendingQueues.Put(a.qp)
+	}
+	a.q, a.qp, a.head = nil, nil, 0
+}
+
 // writeLoop writes the answers in request order until order is closed,
 // gathering them as described above: it takes every pending handed over,
 // writes every answer that is ready, and writes the buffer to c when it
@@ -113,16 +164,16 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct
 			flush()
 		}
 	}
-	var q []pending
+	var q answerQueue
 	open := true
 	take := func(p pending, ok bool) {
 		if !ok {
 			open = false
 			return
 		}
-		q = append(q, p)
+		q.push(p)
 	}
-	for open || len(q) > 0 {
+	for open || q.len() > 0 {
 		// Take every pending already handed over, then write every
 		// answer that is ready, in order.
 		for open {
@@ -134,23 +185,19 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct
 			}
 			break
 		}
-		for len(q) > 0 && q[0].ready() {
-			write(q[0])
-			q[0] = pending{}
-			q = q[1:]
+		for q.len() > 0 && q.front().ready() {
+			write(*q.front())
+			q.pop()
 		}
-		if len(q) == 0 {
-			q = nil // let a burst's backing array go
-		}
-		if !open && len(q) == 0 {
+		if !open && q.len() == 0 {
 			break
 		}
 		// The writer would wait now: write what is buffered first, once
 		// waiting is certain.
 		if bufp != nil {
-			if len(q) > 0 {
+			if q.len() > 0 {
 				runtime.Gosched() // let answers being completed now join this write
-				if q[0].ready() {
+				if q.front().ready() {
 					continue
 				}
 				flush()
@@ -170,9 +217,9 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct
 				flush()
 			}
 		}
-		var head <-chan *Response
-		if len(q) > 0 {
-			head = q[0].ch
+		var first <-chan *Response
+		if q.len() > 0 {
+			first = q.front().ch
 		}
 		in := order
 		if !open {
@@ -181,8 +228,8 @@ func (s *Server) writeLoop(c net.Conn, order <-chan pending, slots <-chan struct
 		select {
 		case p, ok := <-in:
 			take(p, ok)
-		case r := <-head:
-			q[0].took(r)
+		case r := <-first:
+			q.front().took(r)
 		}
 	}
 }

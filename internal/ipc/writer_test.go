@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -457,5 +458,36 @@ func TestLentResponsesReleased(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestAnswerQueue: answers leave in order; a queue that never empties
+// (a client that keeps its pipeline full) stays the size of what is
+// outstanding instead of growing; an emptied queue keeps no array.
+func TestAnswerQueue(t *testing.T) {
+	var a answerQueue
+	next, out := 0, 0
+	for round := range 20000 {
+		for a.len() < 50+round%14 { // 50 to 63 outstanding, never empty
+			a.push(pending{line: []byte(strconv.Itoa(next))})
+			next++
+		}
+		for range 1 + round%7 {
+			if got := string(a.front().line); got != strconv.Itoa(out) {
+				t.Fatalf("front is %s, want %d", got, out)
+			}
+			a.pop()
+			out++
+		}
+		if cap(a.q) > 128 {
+			t.Fatalf("after %d answers the queue's array holds %d for %d outstanding", out, cap(a.q), a.len())
+		}
+	}
+	for a.len() > 0 {
+		a.pop()
+		out++
+	}
+	if out != next || a.q != nil || a.qp != nil {
+		t.Errorf("%d in, %d out; emptied queue keeps %d slots", next, out, cap(a.q))
 	}
 }
