@@ -254,6 +254,9 @@ type call struct {
 	canceled atomic.Bool
 	cancelE  error // set before canceled
 	tries    uint8 // times sent back to the queue (REFUSED_STREAM, GOAWAY)
+	// lent: the Response is read only while done completes (EnqueueTo),
+	// so its stream may be reused after.
+	lent bool
 }
 
 // cancel asks for k to be completed with err without being sent, or reset
@@ -294,7 +297,7 @@ const maxRequeue = 5
 // Requests go out in FIFO order (a request refused with REFUSED_STREAM or
 // above a GOAWAY's last stream goes back to the front). Call Start first.
 func (c *Client) Enqueue(r *Request, deadline time.Time, done func(*Response, error)) error {
-	_, err := c.enqueue(r, deadline, CompleterFunc(done))
+	_, err := c.enqueue(r, deadline, CompleterFunc(done), false)
 	return err
 }
 
@@ -313,13 +316,17 @@ func (f CompleterFunc) Complete(res *Response, err error) { f(res, err) }
 // EnqueueTo is Enqueue with the outcome going to done's Complete method:
 // a caller that keeps a record per request can pass the record itself and
 // save building a closure per request.
+//
+// The *Response is lent: it, its Header and its Body are valid only until
+// Complete returns (the connection reuses their memory for a later
+// answer); a caller that needs any of it later copies it.
 func (c *Client) EnqueueTo(r *Request, deadline time.Time, done Completer) error {
-	_, err := c.enqueue(r, deadline, done)
+	_, err := c.enqueue(r, deadline, done, true)
 	return err
 }
 
-func (c *Client) enqueue(r *Request, deadline time.Time, done Completer) (*call, error) {
-	k := &call{req: r, deadline: deadline, done: done}
+func (c *Client) enqueue(r *Request, deadline time.Time, done Completer, lent bool) (*call, error) {
+	k := &call{req: r, deadline: deadline, done: done, lent: lent}
 	c.qmu.Lock()
 	if c.qclosed {
 		c.qmu.Unlock()
@@ -552,7 +559,7 @@ func (c *Client) Do(ctx context.Context, r *Request) (*Response, error) {
 	}
 	dl, _ := ctx.Deadline()
 	ch := make(chan sendResult, 1)
-	k, err := c.enqueue(r, dl, CompleterFunc(func(res *Response, err error) { ch <- sendResult{res, err} }))
+	k, err := c.enqueue(r, dl, CompleterFunc(func(res *Response, err error) { ch <- sendResult{res, err} }), false)
 	if err != nil {
 		return nil, err
 	}

@@ -87,6 +87,52 @@ type conn struct {
 	hdec         *hpack.Decoder // response headers; the reader, under mu
 	hb           headerBlock
 	sent         uint64 // streams started, for Status and tests
+	// free holds streams for reuse (newStream): ones whose lent response
+	// (call.lent) was read and whose body was all sent, so that nothing
+	// else refers to them.
+	free []*stream
+
+	// spent is the reader goroutine's own (not under mu): streams whose
+	// completion it has run, handed to free at its next handle.
+	spent []*stream
+}
+
+// maxFreeStreams bounds a connection's free list.
+const maxFreeStreams = 256
+
+// newStream returns a zeroed stream, a recycled one when there is one.
+// c.mu held.
+func (c *conn) newStream() *stream {
+	if n := len(c.free); n > 0 {
+		s := c.free[n-1]
+		c.free[n-1] = nil
+		c.free = c.free[:n-1]
+		return s
+	}
+	if streamAllocated != nil {
+		streamAllocated()
+	}
+	return new(stream)
+}
+
+// streamAllocated, when set (tests), is called for each stream newStream
+// allocates rather than reuses.
+var streamAllocated func()
+
+// reuseSpent moves the streams the reader has finished with to the free
+// list. c.mu held, on the reader goroutine.
+func (c *conn) reuseSpent() {
+	for i, s := range c.spent {
+		if c.hb.stream == s {
+			c.hb.stream = nil
+		}
+		if len(c.free) < maxFreeStreams {
+			*s = stream{}
+			c.free = append(c.free, s)
+		}
+		c.spent[i] = nil
+	}
+	c.spent = c.spent[:0]
 }
 
 // stream is one request in flight on a conn. Guarded by conn.mu.
@@ -368,6 +414,9 @@ type doneItem struct {
 	k   *call
 	res *Response
 	err error
+	// reuse is res's stream, to recycle once k is complete (a lent
+	// response; see endStream).
+	reuse *stream
 }
 
 // fill encodes everything ready into the current buffer and takes it: new
@@ -459,7 +508,8 @@ func (c *conn) start(k *call) error {
 	e.endBlock()
 	id := c.nextID
 	c.nextID += 2
-	s := &stream{id: id, k: k, sendWin: c.peerInitWin, body: r.Body}
+	s := c.newStream()
+	*s = stream{id: id, k: k, sendWin: c.peerInitWin, body: r.Body}
 	k.auth = auth
 	k.state.Store(stateSent)
 	c.streams[id] = s
@@ -590,6 +640,12 @@ func (c *conn) readLoop() {
 		c.frames.Add(1)
 		done, err = c.handle(f, done[:0])
 		c.complete(done)
+		for i := range done {
+			if s := done[i].reuse; s != nil {
+				c.spent = append(c.spent, s)
+			}
+			done[i] = doneItem{}
+		}
 		if err != nil {
 			var ce http2.ConnectionError
 			code := http2.ErrCodeProtocol
@@ -640,6 +696,9 @@ func (c *conn) streamError(se http2.StreamError, done []doneItem) []doneItem {
 func (c *conn) handle(f http2.Frame, done []doneItem) ([]doneItem, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.spent) > 0 {
+		c.reuseSpent()
+	}
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
 		if f.IsAck() {
@@ -891,7 +950,13 @@ func (c *conn) endStream(s *stream, done []doneItem) []doneItem {
 	if len(s.rbody) > 0 {
 		r.Body = s.rbody
 	}
-	return append(done, doneItem{k: s.k, res: r})
+	it := doneItem{k: s.k, res: r}
+	if s.k.lent && len(s.body) == 0 {
+		// The caller reads r only while it completes, and a stream whose
+		// body was all sent is in no blocked list: it may be reused after.
+		it.reuse = s
+	}
+	return append(done, it)
 }
 
 // expire resets the streams whose call was cancelled or passed its
