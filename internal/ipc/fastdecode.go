@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -420,6 +421,13 @@ func scanString(b []byte, i int, escapes bool) (int, bool) {
 	ascii := true
 	start := i
 	for i < len(b) {
+		// Eight plain bytes at a time (most of a token or an alert).
+		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -453,6 +461,16 @@ func scanString(b []byte, i int, escapes bool) (int, bool) {
 		}
 	}
 	return i, false
+}
+
+// plain8 reports whether none of the eight bytes of x needs a look in a
+// JSON string: no '"', no '\\', no control byte (< 0x20), no non-ASCII byte.
+// Each test is the exact "some byte is zero / less than n" word trick.
+func plain8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
+	ctl := (x - 0x20*ones) & ^x & highs
+	return ctl|hasZero(x^('"'*ones))|hasZero(x^('\\'*ones))|x&highs == 0
 }
 
 // scanNumber scans a JSON number at b[i]:

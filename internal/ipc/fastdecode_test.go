@@ -2,7 +2,9 @@ package ipc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -186,4 +188,43 @@ func FuzzFastDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line []byte) {
 		checkSameDecode(t, line)
 	})
+}
+
+// TestPlain8: the word test agrees with a byte-by-byte look: for every
+// byte value at every position of a plain word, and for random words.
+func TestPlain8(t *testing.T) {
+	plain := func(b []byte) bool {
+		for _, c := range b {
+			if c == '"' || c == '\\' || c < 0x20 || c >= 0x80 {
+				return false
+			}
+		}
+		return true
+	}
+	check := func(w []byte) {
+		if got, want := plain8(binary.LittleEndian.Uint64(w)), plain(w); got != want {
+			t.Fatalf("plain8(%q) = %v, want %v", w, got, want)
+		}
+	}
+	for pos := range 8 {
+		for v := range 256 {
+			w := []byte("abcdefgh")
+			w[pos] = byte(v)
+			check(w)
+			w2 := []byte{0x21, 0x7f, 0x5b, 0x5d, 0x23, 0x20, 0x7e, 0x30} // neighbours of the special bytes
+			w2[pos] = byte(v)
+			check(w2)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	w := make([]byte, 8)
+	for range 200000 {
+		for i := range w {
+			w[i] = byte(rng.UintN(256))
+			if rng.UintN(2) == 0 {
+				w[i] = byte(0x20 + rng.UintN(0x60)) // mostly printable
+			}
+		}
+		check(w)
+	}
 }
