@@ -297,7 +297,7 @@ const maxRequeue = 5
 // Requests go out in FIFO order (a request refused with REFUSED_STREAM or
 // above a GOAWAY's last stream goes back to the front). Call Start first.
 func (c *Client) Enqueue(r *Request, deadline time.Time, done func(*Response, error)) error {
-	_, err := c.enqueue(r, deadline, CompleterFunc(done), false)
+	_, err := c.enqueue(nil, r, deadline, CompleterFunc(done), false)
 	return err
 }
 
@@ -321,12 +321,29 @@ func (f CompleterFunc) Complete(res *Response, err error) { f(res, err) }
 // Complete returns (the connection reuses their memory for a later
 // answer); a caller that needs any of it later copies it.
 func (c *Client) EnqueueTo(r *Request, deadline time.Time, done Completer) error {
-	_, err := c.enqueue(r, deadline, done, true)
+	_, err := c.enqueue(nil, r, deadline, done, true)
 	return err
 }
 
-func (c *Client) enqueue(r *Request, deadline time.Time, done Completer, lent bool) (*call, error) {
-	k := &call{req: r, deadline: deadline, done: done, lent: lent}
+// Slot holds the client's record of one request, for EnqueueIn: a caller
+// that keeps a record per notification embeds a Slot in it and saves an
+// allocation per attempt.
+type Slot struct{ k call }
+
+// EnqueueIn is EnqueueTo with the client's record of the request kept in
+// slot. The caller must not reuse slot (for its next attempt) before done
+// has been called, and may from within done.
+func (c *Client) EnqueueIn(slot *Slot, r *Request, deadline time.Time, done Completer) error {
+	_, err := c.enqueue(&slot.k, r, deadline, done, true)
+	return err
+}
+
+// enqueue queues r in k (nil: a new call).
+func (c *Client) enqueue(k *call, r *Request, deadline time.Time, done Completer, lent bool) (*call, error) {
+	if k == nil {
+		k = new(call)
+	}
+	*k = call{req: r, deadline: deadline, done: done, lent: lent}
 	c.qmu.Lock()
 	if c.qclosed {
 		c.qmu.Unlock()
@@ -559,7 +576,7 @@ func (c *Client) Do(ctx context.Context, r *Request) (*Response, error) {
 	}
 	dl, _ := ctx.Deadline()
 	ch := make(chan sendResult, 1)
-	k, err := c.enqueue(r, dl, CompleterFunc(func(res *Response, err error) { ch <- sendResult{res, err} }), false)
+	k, err := c.enqueue(nil, r, dl, CompleterFunc(func(res *Response, err error) { ch <- sendResult{res, err} }), false)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package apns
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -192,5 +194,91 @@ func TestLentResponseHeldDuringComplete(t *testing.T) {
 	<-secondDone
 	if errs.Load() != 0 {
 		t.Error("the second request's answer was not its own")
+	}
+}
+
+// slotJob makes attempts one after another in one Slot, the next from
+// within the Complete of the one before (as the daemon's retries do).
+type slotJob struct {
+	c        *Client
+	slot     Slot
+	attempts int
+	slow     bool // the first attempt's answer comes after its deadline
+	id       string
+	errs     *atomic.Int64
+	timeouts *atomic.Int64
+	done     func()
+}
+
+func (j *slotJob) next() {
+	tok := "aa01"
+	deadline := time.Now().Add(20 * time.Second)
+	switch {
+	case j.slow && j.attempts == 0:
+		tok, deadline = "aa0de1", time.Now().Add(100*time.Millisecond)
+	case j.slow && j.attempts == 1:
+		tok = "aa0de2" // in flight when the first one's late answer comes
+	}
+	r := testReq(tok)
+	j.id = headerValue(r, "apns-id")
+	j.attempts++
+	if err := j.c.EnqueueIn(&j.slot, r, deadline, j); err != nil {
+		j.errs.Add(1)
+		j.done()
+	}
+}
+
+func (j *slotJob) Complete(res *Response, err error) {
+	switch {
+	case j.slow && j.attempts == 1:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			j.errs.Add(1) // the slow attempt must end at its deadline
+		} else {
+			j.timeouts.Add(1)
+		}
+	case err != nil || res.ApnsID != j.id || res.StatusCode != 200:
+		j.errs.Add(1) // an answer that is not this attempt's
+	}
+	if j.attempts < 5 {
+		j.next()
+		return
+	}
+	j.done()
+}
+
+// TestEnqueueInReusedSlot: a Slot reused for attempt after attempt, from
+// within Complete, gets each attempt's own answer; an attempt that ended
+// at its deadline (stream reset) never delivers its late answer (at
+// 300 ms) to the next attempt in the same Slot (in flight until 600 ms).
+func TestEnqueueInReusedSlot(t *testing.T) {
+	p := newPeer(t, func(pc *peerConn) {
+		serveRequests(pc, serveOpts{}, func(q *peerReq) {
+			h := []hpack.HeaderField{{Name: "apns-id", Value: q.get("apns-id")}}
+			switch {
+			case strings.HasSuffix(q.get(":path"), "0de1"):
+				time.AfterFunc(300*time.Millisecond, func() { pc.respond(q.id, 200, h, nil) })
+				return
+			case strings.HasSuffix(q.get(":path"), "0de2"):
+				time.AfterFunc(500*time.Millisecond, func() { pc.respond(q.id, 200, h, nil) })
+				return
+			}
+			pc.respond(q.id, 200, h, nil)
+		})
+	})
+	c := p.client(t, nil)
+	const jobs = 64
+	var wg sync.WaitGroup
+	var errs, timeouts atomic.Int64
+	for i := range jobs {
+		wg.Add(1)
+		j := &slotJob{c: c, slow: i%4 == 0, errs: &errs, timeouts: &timeouts, done: wg.Done}
+		j.next()
+	}
+	wg.Wait()
+	if e := errs.Load(); e > 0 {
+		t.Fatalf("%d of %d attempts got an answer that was not their own", e, 5*jobs)
+	}
+	if n := timeouts.Load(); n != jobs/4 {
+		t.Errorf("%d slow attempts ended at their deadline, want %d", n, jobs/4)
 	}
 }

@@ -145,6 +145,7 @@ type job struct {
 	// over to the next through the client or a timer).
 	req          *apns.Request // built once (in push): every attempt sends the same
 	push         apns.PushRequest
+	slot         apns.Slot     // the client's record of the current attempt
 	roundDL      time.Time     // deadline of the current round
 	attempt      int           // attempts in the current round
 	backoff      time.Duration // before the next retry in the round
@@ -304,7 +305,7 @@ func (d *Daemon) try(j *job) {
 	if j.req == nil {
 		j.req = j.push.Set(&j.n)
 	}
-	if err := j.es.client.EnqueueTo(j.req, j.roundDL, j); err != nil {
+	if err := j.es.client.EnqueueIn(&j.slot, j.req, j.roundDL, j); err != nil {
 		d.roundDone(j, nil, err)
 	}
 }
