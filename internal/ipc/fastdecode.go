@@ -217,35 +217,32 @@ func fastValue(line []byte, i int, k fastKind, sp *fastSpan) (int, bool) {
 	return i, false
 }
 
-// fillRequest sets req's fields from spans. All string fields share one
-// string, all raw values one byte slice (each capped, so that an append to
-// one cannot reach the next): one allocation per line, not one per field.
-// When both are needed they are the two halves of one copy: the string
-// half is never handed out as bytes, so it is as immutable as any string.
+// fillRequest sets req's fields from spans. The string values and the raw
+// values are copied, back to back, into one allocation (the strings'
+// region first, the raw values' after): one allocation per line, no more
+// than the values it keeps. The string region is never handed out as
+// bytes, so it is as immutable as any string; each raw value is capped, so
+// that an append to one cannot reach the next.
 func fillRequest(line []byte, spans []fastSpan, req *Request) {
-	var wantStr, wantRaw bool
+	strLen, rawLen := 0, 0
 	for _, sp := range spans {
 		switch fastFields[sp.field].kind {
 		case kindString:
-			wantStr = wantStr || !sp.null
+			if !sp.null {
+				strLen += sp.end - sp.start - 2 // without the quotes
+			}
 		case kindRaw:
-			wantRaw = true
+			rawLen += sp.end - sp.start
 		}
 	}
+	var buf []byte
 	var str string
-	var raw []byte
-	switch {
-	case wantStr && wantRaw && len(line) > 0:
-		buf := make([]byte, 2*len(line))
-		copy(buf, line)
-		copy(buf[len(line):], line)
-		str = unsafe.String(&buf[0], len(line))
-		raw = buf[len(line):]
-	case wantStr:
-		str = string(line)
-	case wantRaw:
-		raw = append([]byte(nil), line...)
+	if strLen+rawLen > 0 {
+		buf = make([]byte, strLen+rawLen)
+		str = unsafe.String(unsafe.SliceData(buf), strLen)
 	}
+	raw := buf[strLen:]
+	so, ro := 0, 0 // where the next string and raw value go
 	for _, sp := range spans {
 		k := fastFields[sp.field].kind
 		if sp.null && k != kindRaw {
@@ -253,7 +250,9 @@ func fillRequest(line []byte, spans []fastSpan, req *Request) {
 		}
 		switch k {
 		case kindString:
-			s := str[sp.start+1 : sp.end-1]
+			n := copy(buf[so:strLen], line[sp.start+1:sp.end-1])
+			s := str[so : so+n]
+			so += n
 			switch sp.field {
 			case fOp:
 				req.Op = s
@@ -273,7 +272,9 @@ func fillRequest(line []byte, spans []fastSpan, req *Request) {
 				req.ApnsID = s
 			}
 		case kindRaw:
-			v := raw[sp.start:sp.end:sp.end]
+			n := copy(raw[ro:], line[sp.start:sp.end])
+			v := raw[ro : ro+n : ro+n]
+			ro += n
 			switch sp.field {
 			case fID:
 				req.ID = v
