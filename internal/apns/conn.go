@@ -1,6 +1,7 @@
 package apns
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -225,7 +226,10 @@ func newConn(cl *Client, nc net.Conn) *conn {
 		wb: &writeBuf{b: make([]byte, 0, 4096)}, spare: &writeBuf{b: make([]byte, 0, 4096)},
 	}
 	c.quietSince = c.since
-	c.rfr = http2.NewFramer(nil, nc)
+	// Through a buffer, as x/net's own Transport reads: a frame straight
+	// from the TLS conn costs two of its Reads (header, payload), each
+	// taking its lock; most responses are a frame or two of a few bytes.
+	c.rfr = http2.NewFramer(nil, bufio.NewReaderSize(nc, readBufSize))
 	c.hdec = hpack.NewDecoder(4096, c.emitHeader)
 	c.hdec.SetMaxStringLength(maxResponseHeaderBytes)
 	c.rfr.SetReuseFrames() // frames are used only until the next ReadFrame
@@ -233,6 +237,9 @@ func newConn(cl *Client, nc net.Conn) *conn {
 	c.henc = newHeaderEncoder(&c.hbuf)
 	return c
 }
+
+// readBufSize is the buffer between the TLS conn and the frame reader.
+const readBufSize = 4 << 10
 
 // wbProxy is the Framer's writer: it appends to whichever buffer is
 // current (the writer swaps buffers under mu).
