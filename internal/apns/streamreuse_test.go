@@ -52,7 +52,7 @@ func (c *checking) Complete(res *Response, err error) {
 func TestLentStreamsReused(t *testing.T) {
 	var made atomic.Int64
 	streamAllocated = func() { made.Add(1) }
-	defer func() { streamAllocated = nil }()
+	t.Cleanup(func() { streamAllocated = nil }) // after the client's cleanup
 	p := newPeer(t, echoPeer)
 	c := p.client(t, nil)
 	const n, inFlight = 3000, 64

@@ -31,7 +31,9 @@ func TestJobsRecycled(t *testing.T) {
 		recycled++
 		mu.Unlock()
 	}
-	defer func() { jobIssued, jobRecycled = nil, nil }()
+	// Cleared after the harness has shut the daemon down (cleanups run
+	// last-registered first).
+	t.Cleanup(func() { jobIssued, jobRecycled = nil, nil })
 
 	h := newHarness(t, harnessOpts{})
 	h.sandbox.SetResponder(apnstest.DemoResponder)

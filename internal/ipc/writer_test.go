@@ -244,7 +244,7 @@ func TestAnswerChannelsReleased(t *testing.T) {
 		released[ch]++
 		mu.Unlock()
 	}
-	defer func() { releasedHook = nil }()
+	t.Cleanup(func() { releasedHook = nil }) // after the server's cleanup
 	b := &recyclingBackend{gave: map[chan *Response]int{}}
 	c := startServer(t, &Server{Backend: b})
 	nc, err := c.Dial(context.Background())
