@@ -101,8 +101,8 @@ type conn struct {
 // maxFreeStreams bounds a connection's free list.
 const maxFreeStreams = 256
 
-// newStream returns a zeroed stream, a recycled one when there is one.
-// c.mu held.
+// newStream returns a zeroed stream, a recycled one when there is one
+// (reuseSpent zeroes them as they are freed). c.mu held.
 func (c *conn) newStream() *stream {
 	if n := len(c.free); n > 0 {
 		s := c.free[n-1]
@@ -516,7 +516,7 @@ func (c *conn) start(k *call) error {
 	id := c.nextID
 	c.nextID += 2
 	s := c.newStream()
-	*s = stream{id: id, k: k, sendWin: c.peerInitWin, body: r.Body}
+	s.id, s.k, s.sendWin, s.body = id, k, c.peerInitWin, r.Body
 	k.auth = auth
 	k.state.Store(stateSent)
 	c.streams[id] = s

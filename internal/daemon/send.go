@@ -387,19 +387,12 @@ func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
 			j.refs.Add(1) // lent with the answer, until its reader releases it
 			r.Owner = j
 		}
-		// The queue slot is free before the client reads its answer: a
-		// client that got an answer may send again at once, and must not
-		// meet queue_full for its own finished notification.
-		d.pending.Add(-1)
-		j.ch <- r
-		es.active.Done()
-		d.wg.Done()
-		j.unref()
+		d.finish(j, r)
 		return
 	}
 	apnsFinal := err == nil && !apns.Retryable(res.StatusCode, res.Reason)
 	if d.drainCtx.Err() != nil && !apnsFinal {
-		d.finish(j) // cut by the shutdown deadline: stays in the spool
+		d.finish(j, nil) // cut by the shutdown deadline: stays in the spool
 		return
 	}
 	if final, why := j.settled(res, err, time.Now()); final {
@@ -409,7 +402,7 @@ func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
 				"token", TruncateToken(j.n.DeviceToken), "apns_id", j.n.ApnsID)
 		}
 		d.spool.Done(j.spoolID)
-		d.finish(j)
+		d.finish(j, nil)
 		return
 	}
 	d.retries.Add(1)
@@ -419,16 +412,22 @@ func (d *Daemon) roundDone(j *job, res *apns.Response, err error) {
 	j.roundBackoff = min(j.roundBackoff*2, roundBackoffMax)
 	d.later(wait, func() {
 		if d.drainCtx.Err() != nil {
-			d.finish(j) // stays in the spool
+			d.finish(j, nil) // stays in the spool
 			return
 		}
 		d.startRound(j, time.Time{})
 	})
 }
 
-// finish releases what Submit (or replay) took for j.
-func (d *Daemon) finish(j *job) {
+// finish releases what Submit (or replay) took for j, and sends answer
+// (wait:true; nil otherwise) on j.ch once the queue slot is free: a client
+// that got an answer may send again at once, and must not meet queue_full
+// for its own finished notification.
+func (d *Daemon) finish(j *job, answer *ipc.Response) {
 	d.pending.Add(-1)
+	if answer != nil {
+		j.ch <- answer
+	}
 	j.es.active.Done()
 	d.wg.Done()
 	j.unref()
