@@ -39,6 +39,8 @@ export APNSD_BIN="$PWD/bin/apnsd"
 
 echo "== go test -race"
 go test -race -count=1 -timeout 600s ./...
+echo "== internal/sockio without -race (a race build uses syscall.Read/Write, so the raw calls are tested here; the daemon tests run them too, through bin/apnsd)"
+go test -count=1 ./internal/sockio
 
 for suite in clients/python/run-tests.sh clients/php/run-tests.sh; do
   if [ -x "$suite" ]; then

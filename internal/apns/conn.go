@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/apnsd/apnsd/internal/sockio"
 	"io"
 	"net"
 	"strconv"
@@ -170,7 +171,9 @@ func (cl *Client) dialConn(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(raw, cl.tlsConf)
+	// Frames move through raw system calls (sockio: the runtime's monitor
+	// then never hands the P away in the middle of a write).
+	tc := tls.Client(sockio.Wrap(raw), cl.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		if strings.Contains(err.Error(), "no application protocol") {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/apnsd/apnsd/internal/sockio"
 	"io"
 	"log/slog"
 	"net"
@@ -392,9 +393,13 @@ func (s *Server) serveConn(c net.Conn, peer *Peer) {
 	order := make(chan pending, orderBuf)
 	writerDone := make(chan struct{})
 	rs := newReaderState()
-	go s.writeLoop(c, order, slots, idle, rs, writerDone)
+	// Lines and answers move through raw system calls (sockio: the
+	// runtime's monitor then never hands the P away mid-call); c itself
+	// stays the key of s.conns and is what is closed.
+	sc := sockio.Wrap(c)
+	go s.writeLoop(sc, order, slots, idle, rs, writerDone)
 
-	cr := &connReader{s: s, c: c, idle: idle, line: lineTimeout, slots: slots}
+	cr := &connReader{s: s, c: sc, idle: idle, line: lineTimeout, slots: slots}
 	br := bufio.NewReaderSize(kickReader{cr, rs}, bufSize)
 	// push hands p to the writer. When it had to wait (backpressure), the
 	// lines still buffered were read before the wait, so the reader's clock
