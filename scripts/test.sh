@@ -32,6 +32,11 @@ if go list -deps ./cmd/apnsctl | grep -q '/internal/apns'; then
   echo "cmd/apnsctl links internal/apns:"; go list -deps ./cmd/apnsctl | grep '/internal/apns'; exit 1
 fi
 
+echo "== docs/design.md's package map is the code's (scripts/layers.sh)"
+if ! sh scripts/layers.sh | diff -u - <(sed -n '/^```$/,/^```$/{/^```$/d;p;}' docs/design.md | sed -n '/^cmd\/apnsbench:/,/^internal\/spool:/p'); then
+  echo "docs/design.md's package map differs from the imports (- is the code): update it from scripts/layers.sh"; exit 1
+fi
+
 echo "== build"
 mkdir -p bin
 go build -trimpath -o bin/ ./cmd/...

@@ -34,7 +34,8 @@ func TestCompareSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var progress bytes.Buffer
-	const n = 2000
+	// Enough that every CPU figure is several of /proc's 10 ms ticks.
+	const n = 20000
 	o := CompareOptions{
 		Nghttpd: "/usr/sbin/nghttpd", H2load: "/usr/bin/h2load",
 		Apnsd:   filepath.Join(t.TempDir(), "apnsd"),
@@ -108,7 +109,10 @@ func TestABSmoke(t *testing.T) {
 		t.Fatalf("go build apnsd: %v: %s", err, out)
 	}
 	var progress bytes.Buffer
-	const n = 1000
+	// /proc counts CPU time in 10 ms ticks: 20,000 notifications at a few
+	// µs each are several ticks, so a round's CPU is never read as zero
+	// (1,000 were less than one).
+	const n = 20000
 	rep, err := AB(ctx, ABOptions{A: bin, B: bin, Rounds: 2, CompareOptions: CompareOptions{
 		Nghttpd: "/usr/sbin/nghttpd", Clients: 2, Pipeline: 16, N: n, Warmup: 64,
 		IdleWait: 100 * time.Millisecond, Out: &progress}})

@@ -37,7 +37,8 @@ func TestFloorSmoke(t *testing.T) {
 		t.Fatalf("go build apnsd: %v: %s", err, out)
 	}
 	var progress bytes.Buffer
-	const n = 3000
+	// Enough that the load generator's CPU is several of /proc's 10 ms ticks.
+	const n = 20000
 	o := FloorOptions{Nghttpd: "/usr/sbin/nghttpd", Apnsd: apnsd, Clients: 2, Pipeline: 16, InFlight: 64, N: n, Warmup: 64, LatencyN: 300, Out: &progress}
 	rep, err := Floor(ctx, o)
 	if err != nil {
