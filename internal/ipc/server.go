@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/apnsd/apnsd/internal/sockio"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/apnsd/apnsd/internal/lograte"
+	"github.com/apnsd/apnsd/internal/sockio"
 )
 
 var errTooManyFiles = syscall.EMFILE

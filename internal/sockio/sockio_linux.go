@@ -16,20 +16,16 @@ type Conn struct {
 }
 
 // Wrap returns c with raw-syscall Read and Write when c is a socket the
-// runtime polls (a *net.TCPConn or *net.UnixConn, anything with
-// SyscallConn); any other net.Conn (a net.Pipe in a test, a wrapper) is
+// runtime polls (a *net.TCPConn or *net.UnixConn on a non-blocking
+// descriptor); any other net.Conn (a net.Pipe in a test, a wrapper) is
 // returned as it is.
 func Wrap(c net.Conn) net.Conn {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return c
-	}
 	switch c.(type) {
 	case *net.TCPConn, *net.UnixConn:
 	default:
 		return c
 	}
-	rc, err := sc.SyscallConn()
+	rc, err := c.(syscall.Conn).SyscallConn()
 	if err != nil || !nonBlocking(rc) {
 		return c
 	}
